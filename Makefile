@@ -1,0 +1,52 @@
+# hw-picollector: the README's commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST := $(BIN)/pytest
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv lint test test-unit demo demo-down bench cassandra-up cassandra-down \
+        fleet-up fleet-down clean
+
+help:  ## list the commands
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+$(STAMP): collector/pyproject.toml tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r tests/requirements.txt -e 'collector[controller]'
+	touch $@
+
+venv: $(STAMP)  ## Python environment with the collector and every tool
+
+lint: venv  ## ruff, mypy
+	$(BIN)/ruff check --config collector/pyproject.toml collector/src tests
+	cd collector && ../$(BIN)/mypy
+
+test-unit: venv  ## fast tests: unit, device contract, store durability
+	$(PYTEST) -q tests/unit tests/contract tests/durability
+
+test: venv  ## every test (starts and stops what it needs)
+	bash tests/run-all.sh
+
+demo: venv  ## a simulated site: meters, collector, status
+	bash tests/harness/demo.sh
+
+demo-down:  ## stop everything the demo started
+	bash tests/harness/demo.sh down
+
+bench: venv  ## benchmarks: figures and ratios to stdout and reports/bench-*.json
+	$(BIN)/python tests/bench/bench_collect.py
+
+cassandra-up: venv  ## a real Cassandra 5.0 node on 127.0.0.1:9042
+	bash tests/harness/cassandra/cassandra.sh up
+
+cassandra-down:  ## stop it
+	bash tests/harness/cassandra/cassandra.sh down
+
+clean:  ## remove build state (not the caches)
+	rm -rf build reports

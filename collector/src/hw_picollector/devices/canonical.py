@@ -1,0 +1,254 @@
+"""HomeWizard payloads → one canonical sample (pure: no I/O).
+
+Canonical names are the API v2 measurement names (``power_w``, ``energy_import_t1_kwh``, ...).
+API v1 ``/api/v1/data`` names are mapped onto them key by key, so a v1 payload, a v2
+``/api/measurement`` payload (or a mix) needs no hint about its version. Rules:
+
+- nulls and missing keys are both "no value"; ``12.000`` is 12.0; a bool is never a number;
+- identity strings and timestamps other than the gas reading's are not measurements: dropped;
+- gas (v1 ``total_gas_m3``/``gas_timestamp`` or the first ``external`` gas meter) lands in
+  ``gas_m3``/``gas_ts``, the first external water meter in ``water_m3``;
+- a numeric field that is unknown, or known but not a column of the product type, goes to
+  ``extra`` (never dropped); a non-numeric unknown field is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading: canonical ``values`` (floats; ``gas_ts`` is text) and unmapped ``extra``."""
+
+    values: dict[str, float | str] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _lines(base: str, unit: str = "", total: bool = True) -> tuple[str, ...]:
+    """``power``/``w`` → power_w, power_l1_w, power_l2_w, power_l3_w."""
+    suffix = f"_{unit}" if unit else ""
+    phases = tuple(f"{base}_l{n}{suffix}" for n in (1, 2, 3))
+    return (f"{base}{suffix}", *phases) if total else phases
+
+
+def _energy(tariffs: int) -> tuple[str, ...]:
+    return tuple(
+        name
+        for way in ("import", "export")
+        for name in (f"energy_{way}_kwh", *(f"energy_{way}_t{t}_kwh" for t in range(1, tariffs + 1)))
+    )
+
+
+ALL_COLUMNS: tuple[str, ...] = (
+    "tariff",
+    *_energy(4),
+    *_lines("power", "w"),
+    *_lines("voltage", "v"),
+    *_lines("current", "a"),
+    *_lines("apparent_current", "a"),
+    *_lines("reactive_current", "a"),
+    *_lines("apparent_power", "va"),
+    *_lines("reactive_power", "var"),
+    *_lines("power_factor"),
+    "frequency_hz",
+    *(f"voltage_{kind}_l{n}_count" for kind in ("sag", "swell") for n in (1, 2, 3)),
+    "any_power_fail_count",
+    "long_power_fail_count",
+    "average_power_15m_w",
+    "monthly_power_peak_w",
+    "gas_m3",
+    "gas_ts",
+    "water_m3",
+    "water_flow_lpm",
+    "water_offset_m3",
+    "state_of_charge_pct",
+    "cycles",
+    "wifi_strength_pct",
+)
+"""Every canonical column, in CSV/CQL order (the union over all product types)."""
+
+TEXT_COLUMNS: frozenset[str] = frozenset({"gas_ts"})
+"""Columns holding text (naive ISO ``YYYY-MM-DDTHH:MM:SS``); every other column is a float."""
+
+_KWH1 = frozenset({
+    *_energy(1), "power_w", "power_l1_w", "voltage_v", "current_a", "apparent_current_a",
+    "reactive_current_a", "apparent_power_va", "reactive_power_var", "power_factor",
+    "frequency_hz", "wifi_strength_pct",
+})
+_KWH3 = frozenset({
+    *_energy(1), *_lines("power", "w"), *_lines("voltage", "v", total=False),
+    *_lines("current", "a"), *_lines("apparent_current", "a"), *_lines("reactive_current", "a"),
+    *_lines("apparent_power", "va"), *_lines("reactive_power", "var"),
+    *_lines("power_factor", total=False), "frequency_hz", "wifi_strength_pct",
+})
+_MEMBERS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "HWE-P1": frozenset({
+        "tariff", *_energy(4), *_lines("power", "w"), *_lines("voltage", "v", total=False),
+        *_lines("current", "a"), "frequency_hz",
+        *(c for c in ALL_COLUMNS if c.endswith("_count")),
+        "average_power_15m_w", "monthly_power_peak_w", "gas_m3", "gas_ts", "water_m3",
+        "wifi_strength_pct",
+    }),
+    "HWE-KWH1": _KWH1,
+    "SDM230-wifi": _KWH1,
+    "HWE-KWH3": _KWH3,
+    "SDM630-wifi": _KWH3,
+    "HWE-SKT": frozenset({
+        *_energy(1), "power_w", "power_l1_w", "voltage_v", "current_a", "apparent_power_va",
+        "reactive_power_var", "power_factor", "frequency_hz", "wifi_strength_pct",
+    }),
+    "HWE-WTR": frozenset({"water_m3", "water_flow_lpm", "water_offset_m3", "wifi_strength_pct"}),
+    "HWE-BAT": frozenset({
+        "energy_import_kwh", "energy_export_kwh", "power_w", "voltage_v", "current_a",
+        "frequency_hz", "state_of_charge_pct", "cycles",
+    }),
+})
+_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {ptype: tuple(c for c in ALL_COLUMNS if c in members) for ptype, members in _MEMBERS.items()}
+)
+
+PRODUCT_TYPES: tuple[str, ...] = tuple(_COLUMNS)
+
+# v1 names whose v2 name is not the generic rename (total_power_ → energy_, active_ → "").
+_V1_NAMES: Mapping[str, str] = MappingProxyType({
+    "active_tariff": "tariff",
+    "active_power_average_w": "average_power_15m_w",
+    "montly_power_peak_w": "monthly_power_peak_w",
+    "active_liter_lpm": "water_flow_lpm",
+    "total_liter_m3": "water_m3",
+    "total_liter_offset_m3": "water_offset_m3",
+    "wifi_strength": "wifi_strength_pct",
+})
+# Identity, text and timestamps: not measurements (protocol_version is numeric, still dropped).
+_NOT_MEASUREMENTS = frozenset({
+    "wifi_ssid", "meter_model", "unique_id", "smr_version", "protocol_version",
+    "gas_unique_id", "unique_gas_id", "timestamp",
+    "monthly_power_peak_timestamp", "montly_power_peak_timestamp",
+})
+# Handled together: gas and water from the legacy v1 fields and the external[] list.
+_GAS_AND_EXTERNAL = frozenset({"total_gas_m3", "gas_timestamp", "external"})
+_V1_MARKERS = frozenset({"wifi_ssid", "wifi_strength", "smr_version"})
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def columns(product_type: str) -> tuple[str, ...]:
+    """The fixed, ordered canonical columns of a product type (``ValueError`` if unknown)."""
+    try:
+        return _COLUMNS[product_type]
+    except KeyError:
+        known = ", ".join(_COLUMNS)
+        raise ValueError(f"unknown product_type {product_type!r} (known: {known})") from None
+
+
+def canonical_name(key: str) -> str:
+    """A payload key (v1 or v2) → its canonical (v2) name; unknown keys map to themselves."""
+    if key in _V1_NAMES:
+        return _V1_NAMES[key]
+    if key.startswith("total_power_"):
+        return "energy_" + key.removeprefix("total_power_")
+    return key.removeprefix("active_")
+
+
+def payload_api(payload: Mapping[str, Any]) -> str:
+    """``"v1"`` when the keys are v1 names (``active_``/``total_`` prefixes, ``wifi_*``), else ``"v2"``."""
+    v1 = any(k.startswith(("active_", "total_", "montly_")) or k in _V1_MARKERS for k in payload)
+    return "v1" if v1 else "v2"
+
+
+def number(raw: Any) -> float | None:
+    """A JSON number as a finite float; None for null, bools, strings and anything else."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    try:
+        value = float(raw)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def timestamp(raw: Any) -> str | None:
+    """A meter timestamp (v1 ``YYMMDDhhmmss`` integer or v2 naive ISO string) → ``YYYY-MM-DDTHH:MM:SS``.
+
+    Meter-local wall-clock time, kept as is; an invalid value gives None.
+    """
+    try:
+        if isinstance(raw, str):
+            return datetime.fromisoformat(raw).strftime(_TS_FORMAT)
+        value = number(raw)
+        if value is None or not value.is_integer() or not 0 < value < 1e12:
+            return None
+        return datetime.strptime(f"{int(value):012d}", "%y%m%d%H%M%S").strftime(_TS_FORMAT)
+    except ValueError:
+        return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _gas_and_water(payload: Mapping[str, Any], put: Callable[[str, float | str], None]) -> None:
+    """The legacy v1 gas fields and the ``external`` meters (P1; v1 integers, v2 ISO times)."""
+    seen: dict[str, int] = {}
+    gas: float | None = None
+    externals = payload.get("external")
+    for item in externals if isinstance(externals, list) else ():
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            continue
+        value = number(item.get("value"))
+        kind = _slug(item["type"])
+        if value is None or not kind:
+            continue
+        seen[kind] = nth = seen.get(kind, 0) + 1
+        if kind == "gas_meter" and nth == 1:
+            gas = value
+            put("gas_m3", value)
+            if (ts := timestamp(item.get("timestamp"))) is not None:
+                put("gas_ts", ts)
+        elif kind == "water_meter" and nth == 1:
+            put("water_m3", value)
+        else:
+            unit = item.get("unit")
+            unit_slug = _slug(unit) if isinstance(unit, str) else ""
+            put(f"{kind}{f'_{nth}' if nth > 1 else ''}_{unit_slug or 'value'}", value)
+    legacy = number(payload.get("total_gas_m3"))
+    if legacy is None:
+        return
+    if gas is None:
+        put("gas_m3", legacy)
+        if (ts := timestamp(payload.get("gas_timestamp"))) is not None:
+            put("gas_ts", ts)
+    elif legacy != gas:  # two different first-gas readings: keep the legacy one as extra
+        put("total_gas_m3", legacy)
+
+
+def to_sample(product_type: str, payload: Mapping[str, Any]) -> Sample:
+    """Map a v1 ``/api/v1/data`` or v2 ``/api/measurement`` payload to a canonical Sample."""
+    wanted = frozenset(columns(product_type))
+    values: dict[str, float | str] = {}
+    extra: dict[str, float] = {}
+
+    def put(name: str, value: float | str) -> None:
+        if name in wanted:
+            values.setdefault(name, value)
+        elif isinstance(value, float):
+            extra.setdefault(name, value)
+
+    for key, raw in payload.items():
+        if key in _NOT_MEASUREMENTS or key in _GAS_AND_EXTERNAL:
+            continue
+        value = number(raw)
+        if value is None:
+            continue
+        name = canonical_name(key)
+        if name == "tariff" and value not in (1.0, 2.0, 3.0, 4.0):
+            continue
+        put(name, value)
+    _gas_and_water(payload, put)
+    return Sample(values=values, extra=extra)

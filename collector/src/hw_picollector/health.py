@@ -1,0 +1,116 @@
+"""`hwpc status`: the Pi's own view of its health, for operators and the fleet audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from hw_picollector import __version__, clock, store
+from hw_picollector.checkpoints import backlog, read_last_sync
+from hw_picollector.collect import STATE_FILE, disk_free_mb
+from hw_picollector.config import Config
+
+STALE_STATE_S = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _age_s(ts: str | None, now_ms: int) -> float | None:
+    return None if ts is None else round((now_ms - store.parse_ts(ts)) / 1000, 3)
+
+
+def status(config: Config) -> dict[str, Any]:
+    now_ms = time.time_ns() // 1_000_000
+    state: dict[str, Any] = {}
+    state_path = config.data_dir / STATE_FILE
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        state = {}
+    updated_age = _age_s(state.get("updated"), now_ms)
+    running = bool(state.get("pid")) and _pid_alive(int(state["pid"])) and \
+        updated_age is not None and updated_age < max(STALE_STATE_S, 3 * config.flush_interval_s)
+    synced, how = clock.clock_state(config.clock_sync, config.clock_marker)
+    free_mb = disk_free_mb(config.data_dir)
+    devices = []
+    live = state.get("devices", {})
+    for dev in config.devices:
+        files = store.day_files(config.data_dir, dev.serial)
+        last = store.last_row(files[-1]) if files else None
+        if last is None and len(files) > 1:
+            last = store.last_row(files[-2])
+        last_ts = store.format_ts(last[0]) if last else None
+        info = live.get(dev.serial, {})
+        devices.append({
+            "serial": dev.serial,
+            "product_type": dev.product_type,
+            "role": dev.role,
+            "api": dev.api,
+            "address": info.get("address", dev.address),
+            "last_ts": last_ts,
+            "age_s": _age_s(last_ts, now_ms),
+            "state": info.get("state", "not_running") if running else "not_running",
+            "last_error": info.get("last_error"),
+            "last_error_ts": info.get("last_error_ts"),
+            "samples_since_start": info.get("samples", 0),
+        })
+    rows, size = backlog(config.data_dir)
+    last_sync = read_last_sync(config.data_dir)
+    started = state.get("started") if running else None
+    return {
+        "site_id": config.site_id,
+        "host": config.host or socket.gethostname(),
+        "version": __version__,
+        "now": store.format_ts(now_ms),
+        "service_active": running,
+        "pid": state.get("pid") if running else None,
+        "started": started,
+        "uptime_s": _age_s(started, now_ms),
+        "clock_synchronised": synced,
+        "clock": how,
+        "disk_free_mb": free_mb,
+        "disk_low": 0 <= free_mb < config.disk_min_free_mb,
+        "write_error": state.get("write_error") if running else None,
+        "pending_rows": state.get("pending_rows", 0) if running else 0,
+        "devices": devices,
+        "backlog_rows": rows,
+        "backlog_bytes": size,
+        "last_sync_ts": last_sync.get("finished") if last_sync else None,
+        "last_sync": last_sync,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"site {report['site_id']} on {report['host']} (hw-picollector {report['version']})",
+        f"collector: {'running' if report['service_active'] else 'NOT running'}"
+        + (f", up {report['uptime_s']:.0f} s" if report["uptime_s"] is not None else ""),
+        f"clock: {'synchronised' if report['clock_synchronised'] else 'NOT synchronised'}"
+        f" ({report['clock']})",
+        f"disk free: {report['disk_free_mb']} MB" + ("  LOW" if report["disk_low"] else ""),
+    ]
+    if report["write_error"]:
+        lines.append(f"store write error: {report['write_error']} "
+                     f"({report['pending_rows']} rows held in memory)")
+    lines.append(f"backlog: {report['backlog_rows']} rows, {report['backlog_bytes']} bytes; "
+                 f"last sync: {report['last_sync_ts'] or 'never'}")
+    lines.append(f"{'serial':<13} {'type':<12} {'role':<11} {'last sample':<25} "
+                 f"{'age s':>8}  state")
+    for d in report["devices"]:
+        age = "-" if d["age_s"] is None else f"{d['age_s']:.1f}"
+        state = d["state"] + (f": {d['last_error']}" if d["state"] not in ("ok", "not_running")
+                              and d["last_error"] else "")
+        lines.append(f"{d['serial']:<13} {d['product_type']:<12} {d['role']:<11} "
+                     f"{d['last_ts'] or '-':<25} {age:>8}  {state}")
+    return "\n".join(lines)

@@ -1,0 +1,358 @@
+"""The local store on the Pi's SD card: one CSV file per device per UTC day.
+
+Layout: ``<data_dir>/measurements/<serial>/<YYYY-MM-DD>.csv``. The header is fixed when a
+file is created (``ts``, the canonical columns of the device type, ``extra``); values the
+header has no column for go to ``extra`` as JSON, so nothing is ever dropped.
+
+Durability rules, in one place:
+- rows are buffered for at most one flush interval, then written with one ``write`` per
+  file and ``fsync``'d;
+- a write that fails (disk full) is cut back to the last complete row and kept in memory;
+- on open, a torn last line (no newline, NUL bytes after a power cut) is cut off and logged;
+- per device, ``ts`` strictly increases: a sample stamped at or before the last one (a
+  backwards clock jump) is refused, never written as a duplicate or out of order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MEASUREMENTS = "measurements"
+TAIL_SCAN = 1 << 16
+MAX_PENDING_ROWS = 3600  # per device: one hour at 1 Hz held in memory while the disk is full
+
+
+def format_ts(ts_ms: int) -> str:
+    """Milliseconds since the epoch → ``2026-11-26T08:43:23.123Z``."""
+    seconds, ms = divmod(ts_ms, 1000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+
+
+def parse_ts(text: str) -> int:
+    """``2026-11-26T08:43:23.123Z`` → milliseconds since the epoch (strict format)."""
+    if len(text) != 24 or text[-1] != "Z" or text[19] != ".":
+        raise ValueError(f"not an ISO 8601 UTC timestamp with milliseconds: {text!r}")
+    base = datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return int(base.timestamp()) * 1000 + int(text[20:23])
+
+
+def day_of(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms // 1000, UTC).strftime("%Y-%m-%d")
+
+
+def format_value(value: float | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def device_dir(data_dir: Path, serial: str) -> Path:
+    return data_dir / MEASUREMENTS / serial
+
+
+def day_files(data_dir: Path, serial: str) -> list[Path]:
+    """The device's day files (``.csv``), oldest first."""
+    folder = device_dir(data_dir, serial)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix == ".csv" and len(p.stem) == 10)
+
+
+def serials(data_dir: Path) -> list[str]:
+    root = data_dir / MEASUREMENTS
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _valid_line(line: bytes, width: int) -> bool:
+    if b"\x00" in line or not line.endswith(b"\n"):
+        return False
+    try:
+        fields = next(csv.reader([line.decode("utf-8")]))
+        parse_ts(fields[0])
+    except (ValueError, StopIteration, UnicodeDecodeError):
+        return False
+    return len(fields) == width
+
+
+def repair(path: Path) -> int:
+    """Cut a torn or corrupt tail off a day file; returns the bytes removed (0: intact)."""
+    with path.open("rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        start = max(0, size - TAIL_SCAN)
+        fh.seek(start)
+        tail = fh.read()
+        fh.seek(0)
+        header = fh.readline()
+        width = len(header.decode("utf-8", "replace").strip().split(",")) if header else 0
+        keep = size
+        # Walk back from the end over lines that are torn (no newline) or damaged.
+        lines = tail.splitlines(keepends=True)
+        offset = size
+        for line in reversed(lines):
+            line_start = offset - len(line)
+            is_header = line_start == 0
+            if is_header and line.endswith(b"\n") and line.startswith(b"ts,"):
+                break
+            if line_start < start and not is_header:
+                break  # a partial first line of the scan window: beyond our reach, keep it
+            if not is_header and _valid_line(line, width):
+                break
+            keep = line_start
+            offset = line_start
+        if keep != size:
+            fh.truncate(keep)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return size - keep
+
+
+def last_row(path: Path) -> tuple[int, dict[str, str]] | None:
+    """The last complete row of a day file: (ts_ms, {column: text}), or None when empty."""
+    with path.open("rb") as fh:
+        header = fh.readline().decode("utf-8").rstrip("\n")
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(len(header) + 1, size - TAIL_SCAN))
+        lines = fh.read().splitlines(keepends=True)
+    columns = header.split(",")
+    for line in reversed(lines):
+        if _valid_line(line, len(columns)):
+            fields = next(csv.reader([line.decode("utf-8")]))
+            return parse_ts(fields[0]), dict(zip(columns, fields, strict=True))
+    return None
+
+
+def read_rows(path: Path, start: int = 0, end: int | None = None
+              ) -> Iterator[tuple[int, list[str], list[str]]]:
+    """Complete rows of a day file between byte offsets: (end offset, header, fields).
+
+    Reading stops at the first incomplete or damaged line: what lies beyond is not yet
+    durable (the collector appends whole lines and repairs a torn tail before writing).
+    """
+    with path.open("rb") as fh:
+        header = fh.readline().decode("utf-8").rstrip("\n").split(",")
+        offset = max(start, fh.tell())
+        fh.seek(offset)
+        data = fh.read(None if end is None else max(0, end - offset))
+    for line in data.splitlines(keepends=True):
+        if not _valid_line(line, len(header)):
+            return
+        offset += len(line)
+        yield offset, header, next(csv.reader([line.decode("utf-8")]))
+
+
+@dataclass
+class _DayFile:
+    path: Path
+    columns: tuple[str, ...]
+    index: dict[str, int]
+    fd: int
+
+
+@dataclass
+class _Device:
+    serial: str
+    columns: tuple[str, ...]
+    last_ts: int = -1
+    pending: list[tuple[int, str]] = field(default_factory=list)  # (ts_ms, csv line)
+    day: _DayFile | None = None
+    dropped: int = 0
+
+
+class DiskFullError(OSError):
+    pass
+
+
+class Store:
+    """Append-only writer for the collector. Not thread-safe: one owner calls it."""
+
+    def __init__(self, data_dir: Path, columns_for: Callable[[str], tuple[str, ...]]):
+        self.data_dir = Path(data_dir)
+        self._columns_for = columns_for
+        self._devices: dict[str, _Device] = {}
+        self.write_error: str | None = None
+
+    def open_device(self, serial: str, product_type: str) -> int:
+        """Register a device, repair its newest file, return its last stored ts (or -1)."""
+        folder = device_dir(self.data_dir, serial)
+        folder.mkdir(parents=True, exist_ok=True)
+        dev = _Device(serial, self._columns_for(product_type))
+        for path in reversed(day_files(self.data_dir, serial)):
+            removed = repair(path)
+            if removed:
+                log.warning("%s: repaired torn tail (%d bytes cut after the last complete row)",
+                            path, removed)
+            found = last_row(path)
+            if found:
+                dev.last_ts = found[0]
+                break
+        self._devices[serial] = dev
+        return dev.last_ts
+
+    def last_ts(self, serial: str) -> int:
+        return self._devices[serial].last_ts
+
+    def append(self, serial: str, ts_ms: int, values: dict[str, float | str],
+               extra: dict[str, float] | None = None) -> bool:
+        """Buffer one sample. False (nothing buffered) when ts is not after the last one."""
+        dev = self._devices[serial]
+        if ts_ms <= dev.last_ts:
+            return False
+        dev.last_ts = ts_ms
+        if len(dev.pending) >= MAX_PENDING_ROWS:
+            dev.pending.pop(0)
+            dev.dropped += 1
+        dev.pending.append((ts_ms, self._encode(dev, ts_ms, values, extra or {})))
+        return True
+
+    def _encode(self, dev: _Device, ts_ms: int, values: dict[str, float | str],
+                extra: dict[str, float]) -> str:
+        # Encoded against the device's current column set; re-encoded if a day file's
+        # header (fixed at its creation) turns out to differ.
+        row = [format_ts(ts_ms)] + [format_value(values.get(c)) for c in dev.columns]
+        more = {k: v for k, v in values.items() if k not in dev.columns and not isinstance(v, str)}
+        more.update(extra)
+        row.append(json.dumps(more, sort_keys=True, separators=(",", ":")) if more else "")
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(row)
+        return buf.getvalue()
+
+    def pending_rows(self) -> int:
+        return sum(len(d.pending) for d in self._devices.values())
+
+    def flush(self) -> int:
+        """Write and fsync every buffered row; returns rows made durable.
+
+        On a write error (disk full, I/O error) the file is cut back to its last complete
+        row, the rows stay buffered for the next flush, and ``write_error`` says why.
+        """
+        written = 0
+        errors: list[str] = []
+        for dev in self._devices.values():
+            try:
+                written += self._flush_device(dev)
+            except OSError as exc:
+                errors.append(f"{dev.serial}: {exc.strerror or exc}")
+        self.write_error = "; ".join(errors) or None
+        return written
+
+    def _flush_device(self, dev: _Device) -> int:
+        count = 0
+        while dev.pending:
+            day = day_of(dev.pending[0][0])
+            batch = [p for p in dev.pending if day_of(p[0]) == day]
+            day_file = self._day_file(dev, day)
+            data = "".join(self._line_for(dev, day_file, ts, line) for ts, line in batch)
+            size = os.lseek(day_file.fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data.encode("utf-8"))
+                while view:
+                    n = os.write(day_file.fd, view)
+                    view = view[n:]
+                os.fsync(day_file.fd)
+            except OSError:
+                os.ftruncate(day_file.fd, size)  # never leave a torn row behind
+                raise
+            del dev.pending[: len(batch)]
+            count += len(batch)
+        return count
+
+    def _line_for(self, dev: _Device, day_file: _DayFile, ts: int, line: str) -> str:
+        if day_file.columns == dev.columns:
+            return line
+        # The file predates a column change: map by name, the rest goes to extra.
+        values = next(csv.reader([line]))
+        named = dict(zip(("ts", *dev.columns, "extra"), values, strict=True))
+        extra = json.loads(named["extra"]) if named["extra"] else {}
+        row_values: dict[str, float | str] = {}
+        for col in dev.columns:
+            text = named[col]
+            if text == "":
+                continue
+            if col in day_file.index:
+                row_values[col] = text
+            else:
+                try:
+                    extra[col] = float(text)
+                except ValueError:
+                    continue
+        tmp = _Device(dev.serial, day_file.columns)
+        return self._encode(tmp, ts, row_values, extra)
+
+    def _day_file(self, dev: _Device, day: str) -> _DayFile:
+        if dev.day and dev.day.path.stem == day:
+            return dev.day
+        if dev.day:
+            os.close(dev.day.fd)
+            dev.day = None
+        path = device_dir(self.data_dir, dev.serial) / f"{day}.csv"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            if os.fstat(fd).st_size == 0:
+                header = ",".join(("ts", *dev.columns, "extra")) + "\n"
+                os.write(fd, header.encode())
+                os.fsync(fd)
+                _fsync_dir(path.parent)
+                columns = dev.columns
+            else:
+                with path.open("rb") as fh:
+                    names = fh.readline().decode("utf-8").rstrip("\n").split(",")
+                columns = tuple(names[1:-1])
+        except OSError:
+            os.close(fd)
+            raise
+        dev.day = _DayFile(path, columns, {c: i for i, c in enumerate(columns)}, fd)
+        return dev.day
+
+    def close(self) -> None:
+        for dev in self._devices.values():
+            if dev.day:
+                os.close(dev.day.fd)
+                dev.day = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_history(data_dir: Path, serial: str, columns: tuple[str, ...],
+                  rows: Iterable[tuple[int, dict[str, float | str]]]) -> int:
+    """Write pre-generated rows through the same writer the collector uses."""
+    store = Store(data_dir, lambda _t: columns)
+    store.open_device(serial, "")
+    count = 0
+    try:
+        for ts_ms, values in rows:
+            if store.append(serial, ts_ms, values):
+                count += 1
+            if store.pending_rows() >= MAX_PENDING_ROWS // 2:
+                _flush_or_raise(store)
+        _flush_or_raise(store)
+    finally:
+        store.close()
+    return count
+
+
+def _flush_or_raise(store: Store) -> None:
+    store.flush()
+    if store.write_error:
+        raise DiskFullError(store.write_error)
+
+
+def parse_day(name: str) -> date:
+    return date.fromisoformat(name)

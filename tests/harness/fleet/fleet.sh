@@ -1,0 +1,786 @@
+#!/usr/bin/env bash
+# A fleet of Raspberry-Pi-like hosts on one machine, for Molecule, end-to-end tests and the demo.
+# Each host is a Debian bookworm root filesystem booted with systemd as PID 1 under
+# systemd-nspawn (no Docker, no VM), sharing the machine's network namespace; its sshd
+# listens on its own loopback address 127.0.1.N. Nothing here ever uses a non-loopback address.
+#
+#   fleet.sh deps [--arch amd64|arm64]     apt-get install what is missing (no-op when complete)
+#   fleet.sh rootfs [--arch amd64|arm64]   build the cached base root filesystem (no-op when current)
+#   fleet.sh up N [--arch A] [--prefix P] [--base B]
+#                                          boot <P>1..<P>N at 127.0.1.(B+i) and wait until each
+#                                          answers SSH and systemd says running/degraded.
+#                                          Default prefix pi; default base 0 (amd64), 100 (arm64).
+#                                          Idempotent: a host already up is left alone.
+#   fleet.sh down [--purge] [HOST...]      stop hosts (default: all in the state dir), by PID,
+#                                          with a deadline; --purge also deletes their root fs
+#   fleet.sh stop HOST                     stop one whole host (keeps its disk)
+#   fleet.sh start HOST                    boot a stopped host again (same disk, same address)
+#   fleet.sh status                        one line per host; exit 0
+#   fleet.sh ssh HOST [CMD...]             ssh to a host as root (strict host key checking)
+#   fleet.sh wait HOST                     wait until HOST is ready again (e.g. after a reboot)
+#
+# Environment:
+#   HWPC_FLEET_DIR      state dir (default <repo>/build/fleet)
+#   HWPC_FLEET_CACHE    rootfs cache (default /var/cache/hw-picollector/fleet), kept across clones
+#   HWPC_FLEET_MIRROR   Debian mirror for debootstrap and the hosts (default http://deb.debian.org/debian)
+#   HWPC_FLEET_TIMEOUT  boot deadline in seconds (default 120 amd64, 600 arm64)
+#
+# State layout (<state> = HWPC_FLEET_DIR):
+#   id_ed25519{,.pub}   the fleet's SSH key (generated once)
+#   known_hosts         every host's ed25519 host key, keyed by IP and name (strict checking)
+#   hosts.ini           Ansible inventory (groups: fleet, <prefix>, fleet_<arch>)
+#   ssh_config          `ssh -F <state>/ssh_config pi1` works
+#   hosts/<host>/       the host's root filesystem (a copy of the cached rootfs)
+#   <host>.conf         HOST= ARCH= IP= of the host
+#   <host>.pid          PID of the host's current systemd-nspawn (rewritten after a reboot)
+#   <host>.supervisor.pid  PID of the loop that restarts nspawn when the host reboots (exit 133)
+#   <host>.log          console log (all boots of the current `up`/`start`)
+set -euo pipefail
+
+HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$HARNESS_DIR/../../.." && pwd)"
+SELF="$HARNESS_DIR/$(basename "${BASH_SOURCE[0]}")"
+STATE="${HWPC_FLEET_DIR:-$REPO_DIR/build/fleet}"
+CACHE="${HWPC_FLEET_CACHE:-/var/cache/hw-picollector/fleet}"
+MIRROR="${HWPC_FLEET_MIRROR:-http://deb.debian.org/debian}"
+SUITE=bookworm
+# Bump when the customisation below changes, so cached root filesystems are rebuilt.
+ROOTFS_REVISION=1
+ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,python3-venv,python3-apt,openssh-server,sudo,ca-certificates,iproute2,procps,curl,less
+HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+STOP_WAIT=30
+
+say() { printf 'fleet: %s\n' "$*"; }
+warn() { printf 'fleet: WARNING: %s\n' "$*" >&2; }
+die() { printf 'fleet: ERROR: %s\n' "$*" >&2; exit 1; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, systemd-nspawn)"
+
+check_arch() {
+  case "$1" in
+    amd64|arm64) ;;
+    *) die "unsupported --arch '$1' (amd64 or arm64)" ;;
+  esac
+}
+
+native_arch() { dpkg --print-architecture; }
+
+# ---------------------------------------------------------------- deps
+deps_for() {
+  local pkgs="debootstrap systemd-container openssh-client util-linux"
+  if [ "$1" != "$(native_arch)" ]; then pkgs="$pkgs qemu-user-static binfmt-support"; fi
+  printf '%s\n' "$pkgs"
+}
+
+ensure_deps() { # arch
+  local missing=() p
+  for p in $(deps_for "$1"); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ "$1" != "$(native_arch)" ]; then ensure_binfmt "$1"; fi
+}
+
+qemu_name() { case "$1" in arm64) echo qemu-aarch64 ;; *) die "no qemu mapping for $1" ;; esac; }
+
+ensure_binfmt() { # arch
+  local q entry
+  q="$(qemu_name "$1")"
+  entry=/proc/sys/fs/binfmt_misc/$q
+  if ! mountpoint -q /proc/sys/fs/binfmt_misc; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || die "cannot mount binfmt_misc"
+  fi
+  if [ ! -e "$entry" ]; then
+    update-binfmts --enable "$q" >/dev/null || die "update-binfmts --enable $q failed"
+  fi
+  grep -qx enabled "$entry" || die "$entry is not enabled"
+  # F (fix binary): the interpreter is opened now, so it works inside any chroot/container.
+  grep -q '^flags:.*F' "$entry" || die "$entry lacks the F flag; qemu would not be found inside the container"
+}
+
+cmd_deps() {
+  local arch
+  arch="$(native_arch)"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --arch) arch="${2:?}"; shift 2 ;;
+      *) die "deps: unknown argument $1" ;;
+    esac
+  done
+  check_arch "$arch"
+  ensure_deps "$arch"
+  say "deps complete for $arch: $(deps_for "$arch" | tr '\n' ' ')"
+}
+
+# ---------------------------------------------------------------- rootfs
+rootfs_dir() { printf '%s/rootfs-%s' "$CACHE" "$1"; }
+
+ca_sum() { if [ -f "$HOST_CA_BUNDLE" ]; then sha256sum "$HOST_CA_BUNDLE" | cut -d' ' -f1; else echo none; fi; }
+
+# pip settings of this machine that a host must share to reach the same package index.
+host_pip_setting() { # key
+  local v=""
+  if command -v pip3 >/dev/null 2>&1; then v="$(pip3 config get "global.$1" 2>/dev/null || true)"; fi
+  if [ -z "$v" ]; then
+    case "$1" in
+      index-url) v="${PIP_INDEX_URL:-}" ;;
+      extra-index-url) v="${PIP_EXTRA_INDEX_URL:-}" ;;
+      trusted-host) v="${PIP_TRUSTED_HOST:-}" ;;
+    esac
+  fi
+  printf '%s' "$v"
+}
+
+rootfs_stamp() { # arch
+  printf 'revision=%s\nsuite=%s\narch=%s\nmirror=%s\npackages=%s\nca=%s\nindex-url=%s\nextra-index-url=%s\n' \
+    "$ROOTFS_REVISION" "$SUITE" "$1" "$MIRROR" "$ROOTFS_PACKAGES" "$(ca_sum)" \
+    "$(host_pip_setting index-url)" "$(host_pip_setting extra-index-url)"
+}
+
+rootfs_current() { # arch
+  local stamp
+  stamp="$(rootfs_dir "$1")/etc/hwpc-fleet/stamp"
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(rootfs_stamp "$1")" ]
+}
+
+# Certificates as one base64 line each, for comparing bundles.
+pem_lines() { awk '/-----BEGIN CERTIFICATE-----/ { c = ""; on = 1; next }
+                   /-----END CERTIFICATE-----/ { if (on) print c; on = 0; next }
+                   on { c = c $0 }' "$1"; }
+
+mask_units() { # root unit...
+  local root="$1" u
+  shift
+  for u in "$@"; do ln -sfn /dev/null "$root/etc/systemd/system/$u"; done
+}
+
+customise_rootfs() { # dir arch
+  local r="$1" arch="$2"
+  install -d "$r/etc/hwpc-fleet"
+
+  # apt inside a host: same mirror, plus updates and security, like Raspberry Pi OS.
+  cat >"$r/etc/apt/sources.list" <<EOF
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb ${MIRROR%/debian}/debian-security $SUITE-security main
+EOF
+  # Mirrors served from a snapshot have expired Release files; this machine accepts them, so must a host.
+  if apt-config dump 2>/dev/null | grep -q '^Acquire::Check-Valid-Until "false"'; then
+    printf 'Acquire::Check-Valid-Until "false";\n' >"$r/etc/apt/apt.conf.d/99hwpc-fleet"
+  fi
+  printf 'LANG=C.UTF-8\n' >"$r/etc/default/locale"
+
+  # Trust the same CAs as this machine: certificates missing from Debian's bundle become local
+  # CAs (so they survive ca-certificates upgrades), and pip is pointed at the system bundle.
+  if [ -f "$HOST_CA_BUNDLE" ]; then
+    local extra n=0 line
+    extra="$(mktemp)"
+    sort -u <(pem_lines "$HOST_CA_BUNDLE") >"$extra.host"
+    sort -u <(pem_lines "$r/etc/ssl/certs/ca-certificates.crt") >"$extra.guest"
+    comm -23 "$extra.host" "$extra.guest" >"$extra"
+    install -d "$r/usr/local/share/ca-certificates"
+    while IFS= read -r line; do
+      n=$((n + 1))
+      { echo '-----BEGIN CERTIFICATE-----'; printf '%s\n' "$line" | fold -w 64; echo '-----END CERTIFICATE-----'; } \
+        >"$r/usr/local/share/ca-certificates/hwpc-fleet-$n.crt"
+    done <"$extra"
+    rm -f "$extra" "$extra.host" "$extra.guest"
+    if [ "$n" -gt 0 ]; then
+      chroot "$r" update-ca-certificates >/dev/null
+    fi
+    # Every certificate this machine trusts must now be in the host's bundle.
+    if [ -n "$(comm -23 <(pem_lines "$HOST_CA_BUNDLE" | sort -u) <(pem_lines "$r/etc/ssl/certs/ca-certificates.crt" | sort -u))" ]; then
+      cp "$HOST_CA_BUNDLE" "$r/etc/ssl/certs/ca-certificates.crt"
+    fi
+    say "rootfs: added $n CA certificate(s) of this machine to the host trust store"
+  fi
+  local idx extra_idx trusted
+  idx="$(host_pip_setting index-url)"
+  extra_idx="$(host_pip_setting extra-index-url)"
+  trusted="$(host_pip_setting trusted-host)"
+  {
+    echo '[global]'
+    echo 'cert = /etc/ssl/certs/ca-certificates.crt'
+    echo 'disable-pip-version-check = true'
+    echo 'timeout = 180'
+    [ -z "$idx" ] || echo "index-url = $idx"
+    [ -z "$extra_idx" ] || echo "extra-index-url = $extra_idx"
+    [ -z "$trusted" ] || echo "trusted-host = $trusted"
+  } >"$r/etc/pip.conf"
+
+  # Units that cannot work or only slow a container down. apt-daily* would also take the dpkg
+  # lock in the middle of a test run; getty has no terminal to serve.
+  mask_units "$r" apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
+    console-getty.service getty@tty1.service getty.target serial-getty@.service \
+    systemd-networkd-wait-online.service e2scrub_all.timer e2scrub_reap.service fstrim.timer \
+    man-db.timer dpkg-db-backup.timer
+
+  # Per-host identity is made when a host is created: no shared host keys or machine-id.
+  rm -f "$r"/etc/ssh/ssh_host_*
+  : >"$r/etc/machine-id"
+  rm -f "$r/var/lib/dbus/machine-id"
+  rm -f "$r"/var/cache/apt/archives/*.deb
+  rm -rf "$r/var/log/journal"
+  echo "hwpc-fleet $arch" >"$r/etc/debian_chroot"
+}
+
+build_rootfs() { # arch
+  local arch="$1" dest tmp t0 pkgs
+  dest="$(rootfs_dir "$arch")"
+  install -d "$CACHE"
+  # Leftovers of an interrupted build are never used; remove them.
+  rm -rf "$dest".tmp.*
+  tmp="$dest.tmp.$$"
+  trap 'rm -rf "'"$tmp"'"' EXIT
+  t0="$(now)"
+  say "rootfs: debootstrap $SUITE $arch into $tmp (packages: $ROOTFS_PACKAGES)"
+  if ! debootstrap --arch="$arch" --variant=minbase --include="$ROOTFS_PACKAGES" \
+       "$SUITE" "$tmp" "$MIRROR" >"$CACHE/debootstrap-$arch.log" 2>&1; then
+    tail -n 30 "$CACHE/debootstrap-$arch.log" >&2
+    [ ! -f "$tmp/debootstrap/debootstrap.log" ] || tail -n 30 "$tmp/debootstrap/debootstrap.log" >&2
+    die "debootstrap failed (log: $CACHE/debootstrap-$arch.log)"
+  fi
+  customise_rootfs "$tmp" "$arch"
+  rootfs_stamp "$arch" >"$tmp/etc/hwpc-fleet/stamp"
+  sync -f "$tmp/etc/hwpc-fleet/stamp"
+  if [ -e "$dest" ]; then
+    mv "$dest" "$dest.old.$$"
+    mv "$tmp" "$dest"
+    rm -rf "$dest.old.$$"
+  else
+    mv "$tmp" "$dest"
+  fi
+  trap - EXIT
+  say "rootfs: built $dest in $(since "$t0") s ($(du -sh "$dest" | cut -f1))"
+}
+
+ensure_rootfs() { # arch
+  local arch="$1"
+  install -d "$CACHE"
+  exec 8>"$CACHE/.lock-$arch"
+  flock 8
+  if rootfs_current "$arch"; then
+    say "rootfs: $(rootfs_dir "$arch") is current"
+  else
+    [ ! -d "$(rootfs_dir "$arch")" ] || say "rootfs: $(rootfs_dir "$arch") is stale (stamp differs); rebuilding"
+    build_rootfs "$arch"
+  fi
+  exec 8>&-
+}
+
+cmd_rootfs() {
+  local arch
+  arch="$(native_arch)"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --arch) arch="${2:?}"; shift 2 ;;
+      *) die "rootfs: unknown argument $1" ;;
+    esac
+  done
+  check_arch "$arch"
+  ensure_deps "$arch"
+  ensure_rootfs "$arch"
+}
+
+# ---------------------------------------------------------------- hosts
+host_dir() { printf '%s/hosts/%s' "$STATE" "$1"; }
+host_conf() { printf '%s/%s.conf' "$STATE" "$1"; }
+pid_file() { printf '%s/%s.pid' "$STATE" "$1"; }
+sup_file() { printf '%s/%s.supervisor.pid' "$STATE" "$1"; }
+log_file() { printf '%s/%s.log' "$STATE" "$1"; }
+stop_flag() { printf '%s/%s.stopping' "$STATE" "$1"; }
+
+load_conf() { # host -> HOST ARCH IP
+  local f
+  f="$(host_conf "$1")"
+  [ -f "$f" ] || die "unknown host '$1' (no $f)"
+  HOST="" ARCH="" IP=""
+  # shellcheck disable=SC1090
+  . "$f"
+  [ "$HOST" = "$1" ] && [ -n "$ARCH" ] && [ -n "$IP" ] || die "corrupt $f"
+}
+
+known_hosts_list() {
+  local f
+  for f in "$STATE"/*.conf; do
+    [ -e "$f" ] || continue
+    basename "$f" .conf
+  done
+}
+
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+read_pid() { [ -f "$1" ] && cat "$1" || true; }
+
+# The exact command line tells our nspawn from anything else that happens to reuse the PID.
+is_our_nspawn() { # pid host
+  alive "$1" || return 1
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = systemd-nspawn ] || return 1
+  tr '\0' '\n' <"/proc/$1/cmdline" | grep -qx -- "--directory=$(host_dir "$2")"
+}
+
+host_running() { # host
+  local pid
+  pid="$(read_pid "$(pid_file "$1")")"
+  is_our_nspawn "$pid" "$1" && return 0
+  pid="$(read_pid "$(sup_file "$1")")"
+  alive "$pid"
+}
+
+ssh_opts() {
+  printf '%s\n' -i "$STATE/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o UserKnownHostsFile="$STATE/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+    -o StrictHostKeyChecking=yes -o ConnectTimeout=5 -o LogLevel=ERROR
+}
+
+host_ssh() { # host cmd...
+  local h="$1"
+  shift
+  load_conf "$h"
+  local opts
+  mapfile -t opts < <(ssh_opts)
+  ssh "${opts[@]}" "root@$IP" -- "$@"
+}
+
+ensure_key() {
+  install -d -m 700 "$STATE"
+  if [ ! -f "$STATE/id_ed25519" ]; then
+    ssh-keygen -q -t ed25519 -N '' -C "hwpc-fleet@$(hostname)" -f "$STATE/id_ed25519"
+  fi
+}
+
+cgroup_name() { # host: unique per state dir, so two clones never share a cgroup
+  printf 'hwpc-fleet-%s/%s' "$(printf '%s' "$STATE" | sha256sum | cut -c1-8)" "$1"
+}
+
+# Cgroup hierarchies to give each host its own subtree in (this machine has no systemd: without
+# this every container would share the root cgroup and their units would collide).
+cgroup_roots() {
+  if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+    echo /sys/fs/cgroup
+  else
+    local d
+    for d in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do
+      [ -d "$d" ] && echo "$d"
+    done
+  fi
+}
+
+make_host() { # host arch ip
+  local h="$1" arch="$2" ip="$3" dir tmp t0
+  dir="$(host_dir "$h")"
+  if [ -d "$dir" ]; then
+    if [ "$(cat "$dir/etc/hwpc-fleet/stamp" 2>/dev/null)" = "$(cat "$(rootfs_dir "$arch")/etc/hwpc-fleet/stamp")" ] &&
+       [ -f "$(host_conf "$h")" ]; then
+      return 0
+    fi
+    say "$h: root filesystem is from another rootfs build; recreating"
+    rm -rf --one-file-system "$dir"
+  fi
+  install -d "$STATE/hosts"
+  tmp="$STATE/hosts/.$h.tmp"
+  rm -rf --one-file-system "$tmp"
+  t0="$(now)"
+  cp -a --reflink=auto "$(rootfs_dir "$arch")" "$tmp"
+  COPY_TIME="$(since "$t0")"
+
+  echo "$h" >"$tmp/etc/hostname"
+  cat >"$tmp/etc/hosts" <<EOF
+127.0.0.1	localhost
+$ip	$h
+::1		localhost ip6-localhost ip6-loopback
+ff02::1		ip6-allnodes
+ff02::2		ip6-allrouters
+EOF
+  od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$tmp/etc/machine-id"
+  echo >>"$tmp/etc/machine-id"
+  ssh-keygen -q -t ed25519 -N '' -C "root@$h" -f "$tmp/etc/ssh/ssh_host_ed25519_key"
+  install -d -m 700 "$tmp/root/.ssh"
+  install -m 600 "$STATE/id_ed25519.pub" "$tmp/root/.ssh/authorized_keys"
+  cat >"$tmp/etc/ssh/sshd_config.d/hwpc-fleet.conf" <<EOF
+# hw-picollector fleet harness: this host's own loopback address only.
+ListenAddress $ip
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+HostKey /etc/ssh/ssh_host_ed25519_key
+UseDNS no
+EOF
+  mv "$tmp" "$dir"
+  printf 'HOST=%s\nARCH=%s\nIP=%s\n' "$h" "$arch" "$ip" >"$(host_conf "$h")"
+  say "$h: root filesystem copied in $COPY_TIME s"
+}
+
+write_client_files() {
+  local h kh="$STATE/known_hosts.tmp" ini="$STATE/hosts.ini.tmp" cfg="$STATE/ssh_config.tmp"
+  local groups=() g
+  : >"$kh"
+  {
+    echo "# Generated by tests/harness/fleet/fleet.sh; rewritten by every up/down --purge."
+    echo "[fleet]"
+  } >"$ini"
+  {
+    echo "# Generated by tests/harness/fleet/fleet.sh: ssh -F $STATE/ssh_config <host>"
+  } >"$cfg"
+  for h in $(known_hosts_list); do
+    load_conf "$h"
+    [ -f "$(host_dir "$h")/etc/ssh/ssh_host_ed25519_key.pub" ] || continue
+    printf '%s,%s %s\n' "$IP" "$h" "$(cut -d' ' -f1-2 "$(host_dir "$h")/etc/ssh/ssh_host_ed25519_key.pub")" >>"$kh"
+    printf '%s ansible_host=%s fleet_arch=%s\n' "$h" "$IP" "$ARCH" >>"$ini"
+    printf 'Host %s\n  HostName %s\n  User root\n  IdentityFile %s/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile %s/known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  HostKeyAlias %s\n\n' \
+      "$h" "$IP" "$STATE" "$STATE" "$IP" >>"$cfg"
+    groups+=("${h%%[0-9]*}:$h" "fleet_$ARCH:$h")
+  done
+  {
+    echo
+    echo "[fleet:vars]"
+    echo "ansible_user=root"
+    echo "ansible_ssh_private_key_file=$STATE/id_ed25519"
+    echo "ansible_ssh_common_args='-o UserKnownHostsFile=$STATE/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'"
+    echo "ansible_python_interpreter=/usr/bin/python3"
+    for g in $(printf '%s\n' "${groups[@]}" | cut -d: -f1 | sort -u); do
+      echo
+      echo "[$g]"
+      printf '%s\n' "${groups[@]}" | awk -F: -v g="$g" '$1 == g { print $2 }'
+    done
+  } >>"$ini"
+  mv "$kh" "$STATE/known_hosts"
+  mv "$ini" "$STATE/hosts.ini"
+  mv "$cfg" "$STATE/ssh_config"
+}
+
+address_in_use() { # ip -> 0 if something already listens on ip:22
+  timeout 2 bash -c "exec 3<>/dev/tcp/$1/22" 2>/dev/null
+}
+
+# Runs in its own session (setsid), detached from the caller: boots the host and boots it again
+# whenever systemd inside asks for a reboot (systemd-nspawn exits with 133 then).
+cmd__supervise() {
+  local h="$1" npid="" rc=0 cg root dir boots=0
+  load_conf "$h"
+  dir="$(host_dir "$h")"
+  cg="$(cgroup_name "$h")"
+  trap 'touch "$(stop_flag "$h")"; alive "$npid" && kill -TERM "$npid"' TERM INT HUP
+  while :; do
+    [ ! -e "$(stop_flag "$h")" ] || break
+    boots=$((boots + 1))
+    echo "=== fleet: $(date -Is) boot #$boots of $h ($ARCH, $IP) ==="
+    (
+      for root in $(cgroup_roots); do
+        mkdir -p "$root/$cg"
+        echo "$BASHPID" >"$root/$cg/cgroup.procs"
+      done
+      exec systemd-nspawn --quiet --register=no --keep-unit --boot \
+        --directory="$dir" --machine="$h" --link-journal=no \
+        --resolv-conf=copy-host --timezone=copy --console=read-only
+    ) </dev/null &
+    npid=$!
+    echo "$npid" >"$(pid_file "$h")"
+    rc=0
+    wait "$npid" || rc=$?
+    while alive "$npid"; do rc=0; wait "$npid" || rc=$?; done
+    echo "=== fleet: $(date -Is) systemd-nspawn of $h exited with $rc ==="
+    [ "$rc" -eq 133 ] || break
+  done
+  rm -f "$(pid_file "$h")" "$(sup_file "$h")"
+}
+
+start_host() { # host (conf and dir must exist)
+  local h="$1" pid
+  load_conf "$h"
+  if address_in_use "$IP"; then
+    die "$h: something already listens on $IP:22 (another fleet or host using this address?)"
+  fi
+  rm -f "$(stop_flag "$h")"
+  : >"$(log_file "$h")"
+  setsid "$SELF" _supervise "$h" </dev/null >>"$(log_file "$h")" 2>&1 &
+  pid=$!
+  echo "$pid" >"$(sup_file "$h")"
+}
+
+wait_ready() { # host t0 -> prints boot time
+  local h="$1" t0="$2" deadline out sup rem
+  load_conf "$h"
+  local limit="${HWPC_FLEET_TIMEOUT:-}"
+  if [ -z "$limit" ]; then
+    if [ "$ARCH" = "$(native_arch)" ]; then limit=120; else limit=600; fi
+  fi
+  deadline=$(( ${EPOCHSECONDS} + limit ))
+  while :; do
+    sup="$(read_pid "$(sup_file "$h")")"
+    if ! alive "$sup" && ! is_our_nspawn "$(read_pid "$(pid_file "$h")")" "$h"; then
+      tail -n 40 "$(log_file "$h")" >&2 || true
+      die "$h: systemd-nspawn exited during boot (log: $(log_file "$h"))"
+    fi
+    [ "$EPOCHSECONDS" -lt "$deadline" ] || { tail -n 40 "$(log_file "$h")" >&2 || true; die "$h: not ready within $limit s (log: $(log_file "$h"))"; }
+    if address_in_use "$IP"; then
+      rem=$(( deadline - EPOCHSECONDS ))
+      [ "$rem" -gt 0 ] || rem=1
+      out="$(timeout "$rem" "$SELF" ssh "$h" systemctl is-system-running --wait 2>/dev/null || true)"
+      case "$out" in
+        running) break ;;
+        degraded)
+          warn "$h: systemd is degraded: $("$SELF" ssh "$h" systemctl --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | tr '\n' ' ')"
+          break ;;
+      esac
+    fi
+    sleep 0.2
+  done
+  say "$h: up at $IP ($ARCH) in $(since "$t0") s from start to ssh + systemd $out"
+}
+
+parse_host_opts() {
+  ARCH_OPT="$(native_arch)" PREFIX=pi BASE="" PURGE=0 ARGS=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --arch) ARCH_OPT="${2:?}"; shift 2 ;;
+      --prefix) PREFIX="${2:?}"; shift 2 ;;
+      --base) BASE="${2:?}"; shift 2 ;;
+      --purge) PURGE=1; shift ;;
+      --*) die "unknown option $1" ;;
+      *) ARGS+=("$1"); shift ;;
+    esac
+  done
+  check_arch "$ARCH_OPT"
+  [[ "$PREFIX" =~ ^[a-z][a-z-]*$ ]] || die "--prefix must be lower-case letters (got '$PREFIX')"
+  if [ -z "$BASE" ]; then
+    if [ "$ARCH_OPT" = "$(native_arch)" ]; then BASE=0; else BASE=100; fi
+  fi
+}
+
+lock_state() {
+  install -d -m 700 "$STATE"
+  exec 9>"$STATE/.lock"
+  flock 9
+}
+
+boot_hosts() { # host...
+  local h started=() t0s=() i
+  for h in "$@"; do
+    if host_running "$h"; then
+      say "$h: already up; left alone"
+      continue
+    fi
+    t0s+=("$(now)")
+    start_host "$h"
+    started+=("$h")
+  done
+  for i in "${!started[@]}"; do
+    wait_ready "${started[$i]}" "${t0s[$i]}"
+  done
+}
+
+cmd_up() {
+  parse_host_opts "$@"
+  [ "${#ARGS[@]}" -eq 1 ] && [[ "${ARGS[0]}" =~ ^[0-9]+$ ]] && [ "${ARGS[0]}" -ge 1 ] || die "usage: up N [--arch A] [--prefix P] [--base B]"
+  local n="${ARGS[0]}" i h ip other
+  [ $((BASE + n)) -le 254 ] || die "addresses 127.0.1.$((BASE + 1))..$((BASE + n)) exceed 127.0.1.254"
+  ensure_deps "$ARCH_OPT"
+  ensure_rootfs "$ARCH_OPT"
+  lock_state
+  ensure_key
+  local hosts=()
+  for i in $(seq 1 "$n"); do
+    h="$PREFIX$i"
+    ip="127.0.1.$((BASE + i))"
+    for other in $(known_hosts_list); do
+      [ "$other" != "$h" ] || continue
+      if grep -qx "IP=$ip" "$(host_conf "$other")"; then
+        die "$h: address $ip is already used by $other (use another --base, or down --purge $other)"
+      fi
+    done
+    if [ -f "$(host_conf "$h")" ]; then
+      load_conf "$h"
+      if [ "$ARCH" != "$ARCH_OPT" ] || [ "$IP" != "$ip" ]; then
+        host_running "$h" && die "$h is up as $ARCH at $IP; down --purge it first"
+        say "$h: was $ARCH at $IP; recreating as $ARCH_OPT at $ip"
+        rm -rf --one-file-system "$(host_dir "$h")"
+        rm -f "$(host_conf "$h")"
+      fi
+    fi
+    if ! host_running "$h"; then make_host "$h" "$ARCH_OPT" "$ip"; fi
+    hosts+=("$h")
+  done
+  write_client_files
+  boot_hosts "${hosts[@]}"
+  say "inventory: $STATE/hosts.ini  (ssh: $SELF ssh ${hosts[0]} CMD, or ssh -F $STATE/ssh_config ${hosts[0]})"
+}
+
+cmd_start() {
+  [ $# -eq 1 ] || die "usage: start HOST"
+  lock_state
+  load_conf "$1"
+  [ -d "$(host_dir "$1")" ] || die "$1 has no root filesystem (purged?); use up"
+  boot_hosts "$1"
+}
+
+cmd_wait() {
+  [ $# -eq 1 ] || die "usage: wait HOST"
+  host_running "$1" || die "$1 is not running"
+  wait_ready "$1" "$(now)"
+}
+
+# Kill every process left in a host's cgroups (last resort after SIGKILL of nspawn).
+kill_cgroup() { # host
+  local cg root p
+  cg="$(cgroup_name "$1")"
+  for root in $(cgroup_roots); do
+    [ -d "$root/$cg" ] || continue
+    for p in $(find "$root/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+      kill -KILL "$p" 2>/dev/null || true
+    done
+  done
+}
+
+remove_cgroup() { # host
+  local cg root
+  cg="$(cgroup_name "$1")"
+  for root in $(cgroup_roots); do
+    [ -d "$root/$cg" ] || continue
+    find "$root/$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    rmdir "$(dirname "$root/$cg")" 2>/dev/null || true
+  done
+}
+
+stop_host() { # host
+  local h="$1" npid sup deadline t0 second=0
+  load_conf "$h"
+  npid="$(read_pid "$(pid_file "$h")")"
+  sup="$(read_pid "$(sup_file "$h")")"
+  touch "$(stop_flag "$h")"
+  t0="$(now)"
+  if is_our_nspawn "$npid" "$h"; then
+    if [ "$ARCH" != "$(native_arch)" ]; then
+      # Under qemu-user the halt signal nspawn sends on SIGTERM arrives as another signal and
+      # lands systemd in rescue mode; ask systemd to power off instead.
+      timeout 20 "$SELF" ssh "$h" systemctl poweroff --no-block >/dev/null 2>&1 || kill -TERM "$npid" 2>/dev/null || true
+    else
+      kill -TERM "$npid" 2>/dev/null || true
+    fi
+    deadline=$((EPOCHSECONDS + STOP_WAIT * (1 + ([ "$ARCH" != "$(native_arch)" ] && echo 1 || echo 0))))
+    while is_our_nspawn "$npid" "$h" && [ "$EPOCHSECONDS" -lt "$deadline" ]; do
+      if [ "$second" -eq 0 ] && [ "$(since "$t0" | cut -d. -f1)" -ge 15 ]; then
+        kill -TERM "$npid" 2>/dev/null || true # a second SIGTERM halts a host stuck in rescue mode
+        second=1
+      fi
+      sleep 0.2
+    done
+    if is_our_nspawn "$npid" "$h"; then
+      warn "$h: systemd-nspawn $npid still running after $(since "$t0") s; SIGKILL"
+      kill -KILL "$npid" 2>/dev/null || true
+    fi
+  fi
+  # The supervisor ends by itself once nspawn exits (the stop flag prevents a restart).
+  deadline=$((EPOCHSECONDS + 10))
+  while alive "$sup" && [ "$EPOCHSECONDS" -lt "$deadline" ]; do sleep 0.1; done
+  if alive "$sup"; then kill -KILL "$sup" 2>/dev/null || true; fi
+  kill_cgroup "$h"
+  remove_cgroup "$h"
+  rm -f "$(pid_file "$h")" "$(sup_file "$h")" "$(stop_flag "$h")"
+  say "$h: down in $(since "$t0") s"
+}
+
+# nspawn processes of this state dir, whether or not a pid file still names them.
+our_nspawns() {
+  local p
+  for p in $(pgrep -x systemd-nspawn || true); do
+    tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "^--directory=$STATE/hosts/" && echo "$p"
+  done
+  return 0
+}
+
+cmd_down() {
+  parse_host_opts "$@"
+  lock_state
+  local hosts=("${ARGS[@]}") h p left
+  [ "${#hosts[@]}" -gt 0 ] || mapfile -t hosts < <(known_hosts_list)
+  for h in "${hosts[@]}"; do
+    [ -f "$(host_conf "$h")" ] || { warn "unknown host $h"; continue; }
+    if host_running "$h" || [ -f "$(pid_file "$h")" ] || [ -f "$(sup_file "$h")" ]; then
+      stop_host "$h"
+    fi
+    if [ "$PURGE" -eq 1 ]; then
+      rm -rf --one-file-system "$(host_dir "$h")"
+      rm -f "$(host_conf "$h")" "$(log_file "$h")"
+      say "$h: purged"
+    fi
+  done
+  if [ "${#ARGS[@]}" -eq 0 ]; then
+    # Orphans (pid file lost): ours by their --directory, stopped by PID.
+    for p in $(our_nspawns); do
+      warn "orphan systemd-nspawn $p ($(tr '\0' ' ' <"/proc/$p/cmdline")); SIGTERM"
+      kill -TERM "$p" 2>/dev/null || true
+    done
+    local deadline=$((EPOCHSECONDS + STOP_WAIT))
+    while [ -n "$(our_nspawns)" ] && [ "$EPOCHSECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    for p in $(our_nspawns); do kill -KILL "$p" 2>/dev/null || true; done
+  fi
+  [ -d "$STATE" ] && write_client_files
+  left="$(our_nspawns)"
+  [ -z "$left" ] || die "systemd-nspawn still running: $left"
+  left="$(pgrep -x systemd-nspawn || true)"
+  [ -z "$left" ] || warn "other systemd-nspawn processes (not from $STATE) still running: $(echo $left)"
+  return 0
+}
+
+cmd_stop() {
+  [ $# -eq 1 ] || die "usage: stop HOST"
+  cmd_down "$1"
+}
+
+cmd_status() {
+  local h state sys
+  printf '%-10s %-14s %-6s %-8s %-9s %s\n' HOST ADDRESS ARCH STATE SYSTEMD PID
+  for h in $(known_hosts_list); do
+    load_conf "$h"
+    sys=-
+    if host_running "$h"; then
+      state=up
+      sys="$(timeout 15 "$SELF" ssh "$h" systemctl is-system-running 2>/dev/null || true)"
+      [ -n "$sys" ] || sys=no-ssh
+    else
+      state=down
+    fi
+    printf '%-10s %-14s %-6s %-8s %-9s %s\n' "$h" "$IP" "$ARCH" "$state" "$sys" "$(read_pid "$(pid_file "$h")")"
+  done
+}
+
+cmd_ssh() {
+  [ $# -ge 1 ] || die "usage: ssh HOST [CMD...]"
+  local h="$1"
+  shift
+  load_conf "$h"
+  local opts
+  mapfile -t opts < <(ssh_opts)
+  if [ $# -eq 0 ]; then
+    exec ssh "${opts[@]}" -o BatchMode=yes -t "root@$IP"
+  fi
+  exec ssh "${opts[@]}" "root@$IP" -- "$@"
+}
+
+usage() { sed -n '2,/^set -euo/p' "$SELF" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+main() {
+  local cmd="${1:-}"
+  [ $# -eq 0 ] || shift
+  case "$cmd" in
+    deps) cmd_deps "$@" ;;
+    rootfs) cmd_rootfs "$@" ;;
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    stop) cmd_stop "$@" ;;
+    start) cmd_start "$@" ;;
+    wait) cmd_wait "$@" ;;
+    status) cmd_status "$@" ;;
+    ssh) cmd_ssh "$@" ;;
+    _supervise) cmd__supervise "$@" ;;
+    -h|--help|help|"") usage ;;
+    *) die "unknown command '$cmd' (try --help)" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,63 @@
+"""Config errors name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hw_picollector.config import ConfigError, load_config, parse_config
+
+GOOD = {
+    "site_id": "CDB001",
+    "data_dir": "/srv/hwpc",
+    "devices": [
+        {"serial": "3c39e7aabbcc", "product_type": "HWE-P1", "role": "grid",
+         "address": "127.0.0.1:8001", "api": "v1"},
+        {"serial": "5c2fafaabbcc", "product_type": "HWE-KWH3", "role": "production",
+         "address": "127.0.0.1", "api": "v2", "token_file": "/run/t"},
+    ],
+    "cassandra": {"hosts": ["127.0.0.1"], "tls": {"ca_file": "/etc/ca.pem"}},
+}
+
+
+def test_good_config_parses() -> None:
+    cfg = parse_config(GOOD, "c.yml")
+    assert cfg.site_id == "CDB001"
+    assert cfg.devices[0].port == 8001
+    assert cfg.devices[1].port == 443
+    assert cfg.cassandra is not None
+    assert cfg.cassandra.tls_ca_file == "/etc/ca.pem"
+    assert cfg.cassandra.consistency == "LOCAL_QUORUM"
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"site_id": None}, "c.yml: site_id: missing"),
+    ({"poll_interval_s": 0}, "c.yml: poll_interval_s: must be > 0"),
+    ({"poll_interval_s": "fast"}, "c.yml: poll_interval_s: expected float"),
+    ({"devices": [{"serial": "XYZ", "product_type": "HWE-P1", "role": "grid"}]},
+     "c.yml: devices[0].serial: 'XYZ' is not 12 lowercase hex"),
+    ({"devices": [{"serial": "3c39e7aabbcc", "product_type": "HWE-P2", "role": "grid"}]},
+     "c.yml: devices[0].product_type: 'HWE-P2' is not one of"),
+    ({"devices": [{"serial": "3c39e7aabbcc", "product_type": "HWE-P1", "role": "grid",
+                   "api": "v2"}]}, "c.yml: devices[0].token_file: required"),
+    ({"devices": [{"serial": "3c39e7aabbcc", "product_type": "HWE-P1", "role": "grid",
+                   "address": "bad address!"}]}, "c.yml: devices[0].address:"),
+    ({"devices": [{"serial": "3c39e7aabbcc", "product_type": "HWE-P1", "role": "grid",
+                   "adress": "x"}]}, "c.yml: devices[0].adress: unknown key"),
+    ({"cassandra": {"hosts": []}}, "c.yml: cassandra.hosts:"),
+])
+def test_errors_name_file_and_key(patch: dict[str, object], message: str) -> None:
+    data = {**GOOD, **patch}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "c.yml")
+    assert message in str(err.value)
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("site_id: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yml: not valid YAML \(line"):
+        load_config(bad)
