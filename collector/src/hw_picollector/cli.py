@@ -35,13 +35,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from hw_picollector import collect  # noqa: PLC0415
+    from hw_picollector import collect
 
     return collect.run(_config(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hw_picollector import health  # noqa: PLC0415
+    from hw_picollector import health
 
     report = health.status(_config(args))
     print(json.dumps(report, indent=2) if args.json else health.render(report))
@@ -49,33 +49,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from hw_picollector import sync  # noqa: PLC0415
+    from hw_picollector import sync
 
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     return sync.run(_config(args), once=args.once, progress=progress)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from hw_picollector import schema  # noqa: PLC0415
+    from hw_picollector import schema
 
     return schema.run(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from hw_picollector import simulator  # noqa: PLC0415
+    from hw_picollector import simulator
 
     return simulator.run(args)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from hw_picollector import history  # noqa: PLC0415
+    from hw_picollector import history
 
     end = date.fromisoformat(args.end) if args.end else datetime.now(UTC).date()
     return history.run(_config(args), days=args.days, end=end)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    from hw_picollector import discovery  # noqa: PLC0415
+    from hw_picollector import discovery
 
     found = discovery.browse(args.timeout)
     if args.json:
@@ -91,7 +91,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def cmd_pair(args: argparse.Namespace) -> int:
-    from hw_picollector.devices import pair  # noqa: PLC0415
+    from hw_picollector.devices import pair
 
     print(f"Press the button on the {args.type} {args.serial} at {args.address} now "
           f"(waiting up to {args.timeout:g} s) ...", file=sys.stderr)
@@ -105,7 +105,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
-    from hw_picollector import sites  # noqa: PLC0415
+    from hw_picollector import sites
 
     return sites.run(args)
 
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--password-file", required=True, metavar="FILE")
 
     p = add("simulate", cmd_simulate, "a faithful HomeWizard device simulator", config=False)
-    from hw_picollector import simulator  # noqa: PLC0415
+    from hw_picollector import simulator
 
     simulator.add_arguments(p)
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a known failure mode carries its own one-line message
-        from hw_picollector.devices.client import DeviceError  # noqa: PLC0415
+        from hw_picollector.devices.client import DeviceError
 
         if isinstance(exc, DeviceError):
             print(f"hwpc: {exc}", file=sys.stderr)

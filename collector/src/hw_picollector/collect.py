@@ -133,10 +133,10 @@ class DevicePoller(threading.Thread):
         if not self.config.mdns or time.monotonic() - self._last_resolve < RESOLVE_EVERY_S:
             return False
         self._last_resolve = time.monotonic()
-        from hw_picollector import discovery  # noqa: PLC0415  (zeroconf only when needed)
+        from hw_picollector import discovery  # zeroconf only when needed
 
         try:
-            found = discovery.resolve_serial(self.dev.serial, timeout_s=3.0)
+            found = discovery.resolve_serial(self.dev.serial, timeout_s=3.0, api=self.dev.api)
         except Exception as exc:
             log.warning("%s: mDNS lookup failed: %s", self.dev.serial, exc)
             return False

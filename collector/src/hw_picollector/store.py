@@ -152,6 +152,21 @@ def read_rows(path: Path, start: int = 0, end: int | None = None
         yield offset, header, next(csv.reader([line.decode("utf-8")]))
 
 
+def row_ending_at(path: Path, offset: int) -> tuple[list[str], list[str]] | None:
+    """(header, fields) of the complete row that ends exactly at byte `offset`."""
+    with path.open("rb") as fh:
+        header = fh.readline().decode("utf-8").rstrip("\n").split(",")
+        start = max(fh.tell(), offset - TAIL_SCAN)
+        fh.seek(start)
+        data = fh.read(offset - start)
+    if not data.endswith(b"\n"):
+        return None
+    line = data[:-1].rsplit(b"\n", 1)[-1] + b"\n"
+    if not _valid_line(line, len(header)):
+        return None
+    return header, next(csv.reader([line.decode("utf-8")]))
+
+
 @dataclass
 class _DayFile:
     path: Path
@@ -220,7 +235,11 @@ class Store:
                 extra: dict[str, float]) -> str:
         # Encoded against the device's current column set; re-encoded if a day file's
         # header (fixed at its creation) turns out to differ.
-        row = [format_ts(ts_ms)] + [format_value(values.get(c)) for c in dev.columns]
+        row = [format_ts(ts_ms)]
+        for col in dev.columns:
+            value = values.get(col)
+            row.append("" if value is None else value if type(value) is str
+                       else format_value(value))
         more = {k: v for k, v in values.items() if k not in dev.columns and not isinstance(v, str)}
         more.update(extra)
         row.append(json.dumps(more, sort_keys=True, separators=(",", ":")) if more else "")

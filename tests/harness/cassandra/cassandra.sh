@@ -17,6 +17,8 @@
 #   HWPC_CASSANDRA_STORAGE_PORT  internode port, default 7000 (bound on 127.0.0.1 only)
 #   HWPC_CASSANDRA_HEAP       heap size, default 1G
 #   HWPC_CASSANDRA_TIMEOUT    readiness deadline in seconds for `up`, default 180
+#   HWPC_CASSANDRA_MLOCK      1 = let Cassandra mlockall() its memory (what it does as root: the whole
+#                             heap becomes resident at once); default 0 drops CAP_IPC_LOCK via setpriv
 #   PYTHON                    interpreter with cassandra-driver (default <repo>/.venv/bin/python)
 set -euo pipefail
 
@@ -28,6 +30,7 @@ NATIVE_PORT="${HWPC_CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${HWPC_CASSANDRA_STORAGE_PORT:-7000}"
 HEAP="${HWPC_CASSANDRA_HEAP:-1G}"
 TIMEOUT="${HWPC_CASSANDRA_TIMEOUT:-180}"
+MLOCK="${HWPC_CASSANDRA_MLOCK:-0}"
 PY="${PYTHON:-$REPO_DIR/.venv/bin/python}"
 HOST=127.0.0.1
 
@@ -160,7 +163,7 @@ cmd_status() {
 
 # ---------------------------------------------------------------- conf
 write_conf() {
-  mkdir -p "$CONF" "$DATA" "$LOGS"
+  mkdir -p "$CONF" "$CONF/triggers" "$DATA" "$LOGS"
   local esc
   esc="$(printf '%s' "$STATE" | sed 's/[&|\\]/\\&/g')"
   sed -e "s|@STATE@|$esc|g" -e "s|@NATIVE_PORT@|$NATIVE_PORT|g" -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
@@ -183,7 +186,8 @@ write_conf() {
 
 # ---------------------------------------------------------------- up
 cmd_up() {
-  local fresh=0 timeout="$TIMEOUT" pid
+  local fresh=0 timeout="$TIMEOUT" pid t0
+  t0="$(date +%s.%N)"
   while [ $# -gt 0 ]; do
     case "$1" in
       --fresh) fresh=1 ;;
@@ -222,17 +226,25 @@ cmd_up() {
 
   local jamm start
   jamm="$(ls "$LIB"/jamm-*.jar | head -n 1)"
+  # As root, CAP_IPC_LOCK lets Cassandra's startup mlockall() succeed: that faults in the whole
+  # 1G heap (~4 s on this box) and pins RSS at ~1.5G.  A test node needs neither, so by default
+  # drop the capability; mlockall then fails against the memlock rlimit and Cassandra only warns.
+  local -a pre=()
+  if [ "$MLOCK" != 1 ] && [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+    pre=(setpriv --inh-caps=-ipc_lock --bounding-set=-ipc_lock)
+  fi
   start="$(date +%s.%N)"
   # setsid: own session, so the node survives the calling shell and a Ctrl-C there.
   # The inner bash writes its own PID and then execs java, so the PID file is the JVM's.
   (
     cd "$STATE"
     exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-      "$JAVA" @"$CONF/jvm17.args" \
+      ${pre[@]+"${pre[@]}"} "$JAVA" @"$CONF/jvm17.args" \
       -javaagent:"$jamm" \
       -Dcassandra.config="file://$CONF/cassandra.yaml" \
       -Dcassandra.storagedir="$DATA" \
       -Dcassandra.logdir="$LOGS" \
+      -Dcassandra.triggers_dir="$CONF/triggers" \
       -Dlogback.configurationFile="$CONF/logback.xml" \
       -Dcassandra-foreground=yes \
       -Dcassandra.skip_wait_for_gossip_to_settle=0 \
@@ -240,7 +252,6 @@ cmd_up() {
       -Dcassandra.superuser_setup_delay_ms=0 \
       -Dcassandra.unsafesystem=true \
       -Dcassandra.auth_bcrypt_gensalt_log2_rounds=4 \
-      -Dcassandra.test.ignore_sigar=true \
       -cp "$LIB/*" org.apache.cassandra.service.CassandraDaemon
   ) </dev/null >>"$LOGS/stdout.log" 2>&1 &
   local i
@@ -250,13 +261,14 @@ cmd_up() {
   say "started pid $pid; waiting up to ${timeout}s for a CQL login (logs: $LOGS/system.log)"
 
   if "$PY" "$HARNESS_DIR/cqlready.py" --host "$HOST" --port "$NATIVE_PORT" --timeout "$timeout" --pid "$pid"; then
-    say "up in $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN{printf "%.1f", e-s}') s (pid $pid, CQL $HOST:$NATIVE_PORT plaintext+TLS, CA $CONF/node.pem)"
+    local now; now="$(date +%s.%N)"
+    say "up in $(awk -v s="$start" -v e="$now" 'BEGIN{printf "%.1f", e-s}') s from JVM launch to CQL login ($(awk -v s="$t0" -v e="$now" 'BEGIN{printf "%.1f", e-s}') s for the whole command); pid $pid, CQL $HOST:$NATIVE_PORT plaintext+TLS, CA $CONF/node.pem"
     return 0
   fi
   echo "----- last 40 lines of $LOGS/system.log -----" >&2
-  tail -n 40 "$LOGS/system.log" >&2 || true
+  tail -n 40 "$LOGS/system.log" | cut -c1-400 >&2 || true   # (config/classpath lines are huge)
   echo "----- last 20 lines of $LOGS/stdout.log -----" >&2
-  tail -n 20 "$LOGS/stdout.log" >&2 || true
+  tail -n 20 "$LOGS/stdout.log" | cut -c1-400 >&2 || true
   if kill -0 "$pid" 2>/dev/null; then stop_pid "$pid"; fi
   rm -f "$PIDFILE"
   die "node did not become ready within ${timeout}s"

@@ -1,6 +1,7 @@
 """Readiness probe for the harness node: wait until a CQL login succeeds.
 
-Usage: python cqlready.py --port 9042 --timeout 180 [--pid PID] [--user cassandra --password cassandra]
+Usage: python cqlready.py --port 9042 --timeout 180 [--pid PID]
+       [--user cassandra --password cassandra]
 Exit 0 once `SELECT release_version FROM system.local` works as the given role; 1 on timeout,
 2 if the JVM (--pid) died first.  Uses plaintext (the node accepts both, optional TLS).
 """
@@ -49,7 +50,7 @@ def main():
 
     logging.getLogger("cassandra").setLevel(logging.CRITICAL)
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import WhiteListRoundRobinPolicy
 
     deadline = time.monotonic() + a.timeout
@@ -61,16 +62,18 @@ def main():
         if not port_open(a.host, a.port):
             time.sleep(0.25)
             continue
+        prof = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([a.host]),
+                                request_timeout=10)
         cluster = Cluster([a.host], port=a.port, protocol_version=5,
                           auth_provider=PlainTextAuthProvider(a.user, a.password),
-                          load_balancing_policy=WhiteListRoundRobinPolicy([a.host]),
+                          execution_profiles={EXEC_PROFILE_DEFAULT: prof},
                           connect_timeout=5, control_connection_timeout=5)
         try:
             session = cluster.connect()
             row = session.execute("SELECT release_version FROM system.local").one()
             print(f"cqlready: logged in as {a.user}, release_version {row.release_version}")
             return 0
-        except Exception as e:  # AuthenticationFailed until the default role exists, NoHostAvailable, ...
+        except Exception as e:  # AuthenticationFailed until the default role exists, ...
             last = f"{type(e).__name__}: {e}"
         finally:
             cluster.shutdown()

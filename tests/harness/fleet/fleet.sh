@@ -17,7 +17,8 @@
 #   fleet.sh start HOST                    boot a stopped host again (same disk, same address)
 #   fleet.sh status                        one line per host; exit 0
 #   fleet.sh ssh HOST [CMD...]             ssh to a host as root (strict host key checking)
-#   fleet.sh wait HOST                     wait until HOST is ready again (e.g. after a reboot)
+#   fleet.sh reboot HOST                   `systemctl reboot` inside HOST and wait until it is back
+#   fleet.sh wait HOST                     wait until a running HOST answers SSH and systemd is up
 #
 # Environment:
 #   HWPC_FLEET_DIR      state dir (default <repo>/build/fleet)
@@ -43,9 +44,11 @@ SELF="$HARNESS_DIR/$(basename "${BASH_SOURCE[0]}")"
 STATE="${HWPC_FLEET_DIR:-$REPO_DIR/build/fleet}"
 CACHE="${HWPC_FLEET_CACHE:-/var/cache/hw-picollector/fleet}"
 MIRROR="${HWPC_FLEET_MIRROR:-http://deb.debian.org/debian}"
+STATE="$(realpath -m "$STATE")"
+CACHE="$(realpath -m "$CACHE")"
 SUITE=bookworm
 # Bump when the customisation below changes, so cached root filesystems are rebuilt.
-ROOTFS_REVISION=1
+ROOTFS_REVISION=2
 ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,python3-venv,python3-apt,openssh-server,sudo,ca-certificates,iproute2,procps,curl,less
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 STOP_WAIT=30
@@ -192,7 +195,7 @@ EOF
     done <"$extra"
     rm -f "$extra" "$extra.host" "$extra.guest"
     if [ "$n" -gt 0 ]; then
-      chroot "$r" update-ca-certificates >/dev/null
+      chroot "$r" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in $r"
     fi
     # Every certificate this machine trusts must now be in the host's bundle.
     if [ -n "$(comm -23 <(pem_lines "$HOST_CA_BUNDLE" | sort -u) <(pem_lines "$r/etc/ssl/certs/ca-certificates.crt" | sort -u))" ]; then
@@ -227,17 +230,42 @@ EOF
   rm -f "$r/var/lib/dbus/machine-id"
   rm -f "$r"/var/cache/apt/archives/*.deb
   rm -rf "$r/var/log/journal"
-  echo "hwpc-fleet $arch" >"$r/etc/debian_chroot"
+}
+
+rootfs_id() { rootfs_stamp "$1" | sha256sum | cut -c1-12; }
+
+# Point rootfs-<arch> at a complete versioned build (atomic: a symlink renamed over the old one).
+link_rootfs() { # arch dir
+  local link
+  link="$(rootfs_dir "$1")"
+  if [ -d "$link" ] && [ ! -L "$link" ]; then mv "$link" "$link-old.$$"; fi # layout of an older harness
+  ln -sfn "$(basename "$2")" "$link.new.$$"
+  mv -T "$link.new.$$" "$link"
+}
+
+# Remove builds that are neither current nor the lower layer of a mounted host (a stopped
+# overlay host whose build is gone is recreated by its next `up`).
+gc_rootfs() { # arch
+  local link cur d
+  link="$(rootfs_dir "$1")"
+  cur="$(readlink -f "$link")"
+  for d in "$link"-*; do
+    [ -d "$d" ] && [ ! -L "$d" ] || continue
+    [ "$(readlink -f "$d")" != "$cur" ] || continue
+    if grep -qF -- "$d" /proc/self/mountinfo; then continue; fi
+    say "rootfs: removing old build $d"
+    rm -rf --one-file-system "$d"
+  done
 }
 
 build_rootfs() { # arch
-  local arch="$1" dest tmp t0 pkgs
-  dest="$(rootfs_dir "$arch")"
-  install -d "$CACHE"
+  local arch="$1" link dest tmp t0
+  link="$(rootfs_dir "$arch")"
+  dest="$link-$(rootfs_id "$arch")"
   # Leftovers of an interrupted build are never used; remove them.
-  rm -rf "$dest".tmp.*
-  tmp="$dest.tmp.$$"
-  trap 'rm -rf "'"$tmp"'"' EXIT
+  rm -rf --one-file-system "$link".tmp.*
+  tmp="$link.tmp.$$"
+  trap 'rm -rf --one-file-system "'"$tmp"'"' EXIT
   t0="$(now)"
   say "rootfs: debootstrap $SUITE $arch into $tmp (packages: $ROOTFS_PACKAGES)"
   if ! debootstrap --arch="$arch" --variant=minbase --include="$ROOTFS_PACKAGES" \
@@ -246,31 +274,33 @@ build_rootfs() { # arch
     [ ! -f "$tmp/debootstrap/debootstrap.log" ] || tail -n 30 "$tmp/debootstrap/debootstrap.log" >&2
     die "debootstrap failed (log: $CACHE/debootstrap-$arch.log)"
   fi
+  say "rootfs: debootstrap done in $(since "$t0") s"
   customise_rootfs "$tmp" "$arch"
   rootfs_stamp "$arch" >"$tmp/etc/hwpc-fleet/stamp"
   sync -f "$tmp/etc/hwpc-fleet/stamp"
-  if [ -e "$dest" ]; then
-    mv "$dest" "$dest.old.$$"
-    mv "$tmp" "$dest"
-    rm -rf "$dest.old.$$"
-  else
-    mv "$tmp" "$dest"
-  fi
+  mv -T "$tmp" "$dest"
   trap - EXIT
+  link_rootfs "$arch" "$dest"
   say "rootfs: built $dest in $(since "$t0") s ($(du -sh "$dest" | cut -f1))"
 }
 
 ensure_rootfs() { # arch
-  local arch="$1"
+  local arch="$1" link dest
+  link="$(rootfs_dir "$arch")"
+  dest="$link-$(rootfs_id "$arch")"
   install -d "$CACHE"
   exec 8>"$CACHE/.lock-$arch"
   flock 8
   if rootfs_current "$arch"; then
-    say "rootfs: $(rootfs_dir "$arch") is current"
+    say "rootfs: $link -> $(basename "$(readlink -f "$link")") is current"
+  elif [ -f "$dest/etc/hwpc-fleet/stamp" ] && [ "$(cat "$dest/etc/hwpc-fleet/stamp")" = "$(rootfs_stamp "$arch")" ]; then
+    link_rootfs "$arch" "$dest"
+    say "rootfs: $link -> $(basename "$dest") (an earlier complete build)"
   else
-    [ ! -d "$(rootfs_dir "$arch")" ] || say "rootfs: $(rootfs_dir "$arch") is stale (stamp differs); rebuilding"
+    [ ! -e "$link" ] || say "rootfs: $link is stale (stamp differs); rebuilding"
     build_rootfs "$arch"
   fi
+  gc_rootfs "$arch"
   exec 8>&-
 }
 
@@ -300,10 +330,10 @@ load_conf() { # host -> HOST ARCH IP
   local f
   f="$(host_conf "$1")"
   [ -f "$f" ] || die "unknown host '$1' (no $f)"
-  HOST="" ARCH="" IP=""
+  HOST="" ARCH="" IP="" DISK="" LOWER=""
   # shellcheck disable=SC1090
   . "$f"
-  [ "$HOST" = "$1" ] && [ -n "$ARCH" ] && [ -n "$IP" ] || die "corrupt $f"
+  if [ "$HOST" != "$1" ] || [ -z "$ARCH" ] || [ -z "$IP" ] || [ -z "$DISK" ]; then die "corrupt $f"; fi
 }
 
 known_hosts_list() {
@@ -321,7 +351,7 @@ read_pid() { [ -f "$1" ] && cat "$1" || true; }
 is_our_nspawn() { # pid host
   alive "$1" || return 1
   [ "$(cat "/proc/$1/comm" 2>/dev/null)" = systemd-nspawn ] || return 1
-  tr '\0' '\n' <"/proc/$1/cmdline" | grep -qx -- "--directory=$(host_dir "$2")"
+  { tr '\0' '\n' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qx -- "--directory=$(host_dir "$2")"
 }
 
 host_running() { # host
@@ -371,48 +401,121 @@ cgroup_roots() {
   fi
 }
 
+disk_dir() { printf '%s/disks/%s' "$STATE" "$1"; }
+host_key_file() { printf '%s/%s.host_key.pub' "$STATE" "$1"; }
+
+# DISK=overlay: hosts/<host> is an overlay of the cached build LOWER (read-only, shared) and
+# disks/<host>/upper (this host's own changes), mounted while the host runs.
+# DISK=copy: hosts/<host> is a full copy of the cached build.
+mount_host() { # host (conf loaded)
+  local dir
+  dir="$(host_dir "$1")"
+  [ "$DISK" = overlay ] || return 0
+  if mountpoint -q "$dir"; then return 0; fi
+  [ -d "$LOWER" ] || die "$1: its base build $LOWER is gone; \`up\` recreates the host"
+  install -d "$dir"
+  mount -t overlay "hwpc-fleet-$1" \
+    -o "lowerdir=$LOWER,upperdir=$(disk_dir "$1")/upper,workdir=$(disk_dir "$1")/work" "$dir"
+}
+
+umount_host() { # host (conf loaded)
+  local dir
+  dir="$(host_dir "$1")"
+  if [ "${DISK:-}" != overlay ] || ! mountpoint -q "$dir"; then return 0; fi
+  umount "$dir" || warn "$1: cannot unmount $dir"
+}
+
+remove_host() { # host: its disk, conf and host key
+  local h="$1"
+  if [ -f "$(host_conf "$h")" ]; then
+    load_conf "$h"
+    umount_host "$h"
+  fi
+  if mountpoint -q "$(host_dir "$h")"; then die "$h: $(host_dir "$h") is still mounted"; fi
+  rm -rf --one-file-system "$(host_dir "$h")" "$(disk_dir "$h")"
+  rm -f "$(host_conf "$h")" "$(host_key_file "$h")"
+}
+
+# Whether a host's disk was made from the current build of its arch (only then `up` reuses it).
+host_disk_current() { # host arch
+  local cur
+  cur="$(readlink -f "$(rootfs_dir "$2")")"
+  [ -f "$(host_conf "$1")" ] || return 1
+  load_conf "$1"
+  [ "$ARCH" = "$2" ] && [ "$LOWER" = "$cur" ] || return 1
+  case "$DISK" in
+    overlay) [ -d "$(disk_dir "$1")/upper" ] ;;
+    copy) [ -d "$(host_dir "$1")/etc" ] ;;
+    *) return 1 ;;
+  esac
+}
+
+# Under qemu-user, systemd cannot set up unit credentials (LoadCredential=/SetCredential= fail
+# with 243/CREDENTIALS "Failed to set up credentials: Invalid argument"), which fails
+# systemd-sysusers, systemd-tmpfiles-setup{,-dev} and others at boot. Their credentials are
+# optional, so an emulated host drops them; units of the project that need credentials must be
+# tested on native hosts.
+emulation_dropins() { # root
+  local root="$1" f u
+  for f in "$root"/lib/systemd/system/*.service; do
+    grep -qE '^(LoadCredential|SetCredential|ImportCredential)' "$f" || continue
+    u="$(basename "$f")"
+    install -d "$root/etc/systemd/system/$u.d"
+    printf '# hw-picollector fleet harness: qemu-user cannot set up credentials\n[Service]\nLoadCredential=\nSetCredential=\n' \
+      >"$root/etc/systemd/system/$u.d/hwpc-fleet-emulation.conf"
+  done
+}
+
 make_host() { # host arch ip
-  local h="$1" arch="$2" ip="$3" dir tmp t0
+  local h="$1" arch="$2" ip="$3" dir root t0 lower disk
   dir="$(host_dir "$h")"
-  if [ -d "$dir" ]; then
-    if [ "$(cat "$dir/etc/hwpc-fleet/stamp" 2>/dev/null)" = "$(cat "$(rootfs_dir "$arch")/etc/hwpc-fleet/stamp")" ] &&
-       [ -f "$(host_conf "$h")" ]; then
-      return 0
-    fi
-    say "$h: root filesystem is from another rootfs build; recreating"
-    rm -rf --one-file-system "$dir"
+  lower="$(readlink -f "$(rootfs_dir "$arch")")"
+  if host_disk_current "$h" "$arch"; then
+    return 0
+  fi
+  if [ -f "$(host_conf "$h")" ] || [ -e "$dir" ]; then
+    say "$h: disk was made from another rootfs build; recreating"
+    remove_host "$h"
   fi
   install -d "$STATE/hosts"
-  tmp="$STATE/hosts/.$h.tmp"
-  rm -rf --one-file-system "$tmp"
   t0="$(now)"
-  cp -a --reflink=auto "$(rootfs_dir "$arch")" "$tmp"
-  COPY_TIME="$(since "$t0")"
-
-  echo "$h" >"$tmp/etc/hostname"
-  cat >"$tmp/etc/hosts" <<EOF
-127.0.0.1	localhost
-$ip	$h
-::1		localhost ip6-localhost ip6-loopback
-ff02::1		ip6-allnodes
-ff02::2		ip6-allrouters
-EOF
-  od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$tmp/etc/machine-id"
-  echo >>"$tmp/etc/machine-id"
-  ssh-keygen -q -t ed25519 -N '' -C "root@$h" -f "$tmp/etc/ssh/ssh_host_ed25519_key"
-  install -d -m 700 "$tmp/root/.ssh"
-  install -m 600 "$STATE/id_ed25519.pub" "$tmp/root/.ssh/authorized_keys"
-  cat >"$tmp/etc/ssh/sshd_config.d/hwpc-fleet.conf" <<EOF
-# hw-picollector fleet harness: this host's own loopback address only.
-ListenAddress $ip
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-HostKey /etc/ssh/ssh_host_ed25519_key
-UseDNS no
-EOF
-  mv "$tmp" "$dir"
-  printf 'HOST=%s\nARCH=%s\nIP=%s\n' "$h" "$arch" "$ip" >"$(host_conf "$h")"
-  say "$h: root filesystem copied in $COPY_TIME s"
+  disk="${HWPC_FLEET_DISK:-overlay}"
+  case "$disk" in overlay|copy) ;; *) die "HWPC_FLEET_DISK must be overlay or copy" ;; esac
+  if [ "$disk" = overlay ]; then
+    install -d "$(disk_dir "$h")/upper" "$(disk_dir "$h")/work" "$dir"
+    DISK=overlay LOWER="$lower"
+    if ! mount_host "$h" 2>"$STATE/.mount-error"; then
+      warn "$h: overlay mount failed ($(cat "$STATE/.mount-error")); copying the root filesystem instead"
+      rm -rf --one-file-system "$(disk_dir "$h")" "$dir"
+      disk=copy
+    fi
+    rm -f "$STATE/.mount-error"
+  fi
+  if [ "$disk" = copy ]; then
+    root="$STATE/hosts/.$h.tmp"
+    rm -rf --one-file-system "$root"
+    cp -a --reflink=auto "$lower/." "$root"
+  else
+    root="$dir"
+  fi
+  # Guard: everything below writes into the new host's root, never into this machine's /.
+  [ -n "$root" ] && [ "$root" != / ] && [ -d "$root/etc/ssh" ] || die "$h: bad root '$root'"
+  echo "$h" >"$root/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n%s\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n' \
+    "$ip" "$h" >"$root/etc/hosts"
+  od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$root/etc/machine-id"
+  echo >>"$root/etc/machine-id"
+  ssh-keygen -q -t ed25519 -N '' -C "root@$h" -f "$root/etc/ssh/ssh_host_ed25519_key" </dev/null
+  cp "$root/etc/ssh/ssh_host_ed25519_key.pub" "$(host_key_file "$h")"
+  install -d -m 700 "$root/root/.ssh"
+  install -m 600 "$STATE/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
+  printf '%s\n' "# hw-picollector fleet harness: this host's own loopback address only." \
+    "ListenAddress $ip" "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+    "HostKey /etc/ssh/ssh_host_ed25519_key" "UseDNS no" >"$root/etc/ssh/sshd_config.d/hwpc-fleet.conf"
+  if [ "$arch" != "$(native_arch)" ]; then emulation_dropins "$root"; fi
+  if [ "$disk" = copy ]; then mv -T "$root" "$dir"; fi
+  printf 'HOST=%s\nARCH=%s\nIP=%s\nDISK=%s\nLOWER=%s\n' "$h" "$arch" "$ip" "$disk" "$lower" >"$(host_conf "$h")"
+  say "$h: disk ready ($disk of $(basename "$lower")) in $(since "$t0") s"
 }
 
 write_client_files() {
@@ -428,8 +531,8 @@ write_client_files() {
   } >"$cfg"
   for h in $(known_hosts_list); do
     load_conf "$h"
-    [ -f "$(host_dir "$h")/etc/ssh/ssh_host_ed25519_key.pub" ] || continue
-    printf '%s,%s %s\n' "$IP" "$h" "$(cut -d' ' -f1-2 "$(host_dir "$h")/etc/ssh/ssh_host_ed25519_key.pub")" >>"$kh"
+    [ -f "$(host_key_file "$h")" ] || continue
+    printf '%s,%s %s\n' "$IP" "$h" "$(cut -d' ' -f1-2 "$(host_key_file "$h")")" >>"$kh"
     printf '%s ansible_host=%s fleet_arch=%s\n' "$h" "$IP" "$ARCH" >>"$ini"
     printf 'Host %s\n  HostName %s\n  User root\n  IdentityFile %s/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile %s/known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  HostKeyAlias %s\n\n' \
       "$h" "$IP" "$STATE" "$STATE" "$IP" >>"$cfg"
@@ -460,8 +563,13 @@ address_in_use() { # ip -> 0 if something already listens on ip:22
 # Runs in its own session (setsid), detached from the caller: boots the host and boots it again
 # whenever systemd inside asks for a reboot (systemd-nspawn exits with 133 then).
 cmd__supervise() {
-  local h="$1" npid="" rc=0 cg root dir boots=0
+  local h="$1" npid="" rc=0 cg root dir boots=0 killsig=()
   load_conf "$h"
+  # systemd halts on SIGRTMIN+3 (what nspawn sends it on SIGTERM). qemu-user (7.2) keeps the
+  # first two real-time signals for itself, so a guest sees host SIGRTMIN+n as SIGRTMIN+(n-2):
+  # the halt would arrive as SIGRTMIN+1 (rescue mode). Host SIGRTMIN+6 arrives as SIGRTMIN+4,
+  # poweroff.
+  if [ "$ARCH" != "$(native_arch)" ]; then killsig=(--kill-signal=SIGRTMIN+6); fi
   dir="$(host_dir "$h")"
   cg="$(cgroup_name "$h")"
   trap 'touch "$(stop_flag "$h")"; alive "$npid" && kill -TERM "$npid"' TERM INT HUP
@@ -476,7 +584,7 @@ cmd__supervise() {
       done
       exec systemd-nspawn --quiet --register=no --keep-unit --boot \
         --directory="$dir" --machine="$h" --link-journal=no \
-        --resolv-conf=copy-host --timezone=copy --console=read-only
+        --resolv-conf=copy-host --console=read-only "${killsig[@]}"
     ) </dev/null &
     npid=$!
     echo "$npid" >"$(pid_file "$h")"
@@ -484,6 +592,12 @@ cmd__supervise() {
     wait "$npid" || rc=$?
     while alive "$npid"; do rc=0; wait "$npid" || rc=$?; done
     echo "=== fleet: $(date -Is) systemd-nspawn of $h exited with $rc ==="
+    # A SIGKILLed nspawn leaves the container running without it: the host is only down when
+    # nothing is left in its cgroup.
+    if ! cgroup_empty "$h"; then
+      echo "=== fleet: killing what is left of $h: $(cgroup_procs "$h" | tr '\n' ' ')==="
+      kill_cgroup "$h"
+    fi
     [ "$rc" -eq 133 ] || break
   done
   rm -f "$(pid_file "$h")" "$(sup_file "$h")"
@@ -492,12 +606,18 @@ cmd__supervise() {
 start_host() { # host (conf and dir must exist)
   local h="$1" pid
   load_conf "$h"
+  if ! cgroup_empty "$h"; then
+    warn "$h: processes of an earlier run are left in its cgroup; killing them"
+    kill_cgroup "$h"
+  fi
+  mount_host "$h"
   if address_in_use "$IP"; then
     die "$h: something already listens on $IP:22 (another fleet or host using this address?)"
   fi
   rm -f "$(stop_flag "$h")"
   : >"$(log_file "$h")"
-  setsid "$SELF" _supervise "$h" </dev/null >>"$(log_file "$h")" 2>&1 &
+  # Close the lock descriptors: a supervisor inheriting them would hold the state lock forever.
+  setsid "$SELF" _supervise "$h" </dev/null >>"$(log_file "$h")" 2>&1 8>&- 9>&- &
   pid=$!
   echo "$pid" >"$(sup_file "$h")"
 }
@@ -559,10 +679,11 @@ lock_state() {
 }
 
 boot_hosts() { # host...
-  local h started=() t0s=() i
+  local h started=() t0s=() already=() i
   for h in "$@"; do
     if host_running "$h"; then
       say "$h: already up; left alone"
+      already+=("$h")
       continue
     fi
     t0s+=("$(now)")
@@ -571,6 +692,9 @@ boot_hosts() { # host...
   done
   for i in "${!started[@]}"; do
     wait_ready "${started[$i]}" "${t0s[$i]}"
+  done
+  for h in "${already[@]}"; do
+    wait_ready "$h" "$(now)" >/dev/null
   done
 }
 
@@ -598,8 +722,7 @@ cmd_up() {
       if [ "$ARCH" != "$ARCH_OPT" ] || [ "$IP" != "$ip" ]; then
         host_running "$h" && die "$h is up as $ARCH at $IP; down --purge it first"
         say "$h: was $ARCH at $IP; recreating as $ARCH_OPT at $ip"
-        rm -rf --one-file-system "$(host_dir "$h")"
-        rm -f "$(host_conf "$h")"
+        remove_host "$h"
       fi
     fi
     if ! host_running "$h"; then make_host "$h" "$ARCH_OPT" "$ip"; fi
@@ -614,8 +737,29 @@ cmd_start() {
   [ $# -eq 1 ] || die "usage: start HOST"
   lock_state
   load_conf "$1"
-  [ -d "$(host_dir "$1")" ] || die "$1 has no root filesystem (purged?); use up"
+  if [ "$DISK" = copy ]; then [ -d "$(host_dir "$1")" ] || die "$1 has no root filesystem; use up"; fi
   boot_hosts "$1"
+}
+
+# Reboot from inside (systemctl reboot) and wait until the host is back: the supervisor starts
+# systemd-nspawn again, so <host>.pid changes; then SSH and systemd must be ready again.
+cmd_reboot() {
+  [ $# -eq 1 ] || die "usage: reboot HOST"
+  local h="$1" old new deadline t0
+  host_running "$h" || die "$h is not running"
+  load_conf "$h"
+  old="$(read_pid "$(pid_file "$h")")"
+  t0="$(now)"
+  timeout 20 "$SELF" ssh "$h" systemctl reboot >/dev/null 2>&1 || true
+  deadline=$((EPOCHSECONDS + 120))
+  while :; do
+    new="$(read_pid "$(pid_file "$h")")"
+    if [ -n "$new" ] && [ "$new" != "$old" ] && is_our_nspawn "$new" "$h"; then break; fi
+    alive "$(read_pid "$(sup_file "$h")")" || die "$h: supervisor exited instead of rebooting (log: $(log_file "$h"))"
+    [ "$EPOCHSECONDS" -lt "$deadline" ] || die "$h: did not restart within 120 s"
+    sleep 0.1
+  done
+  wait_ready "$h" "$t0"
 }
 
 cmd_wait() {
@@ -624,16 +768,25 @@ cmd_wait() {
   wait_ready "$1" "$(now)"
 }
 
-# Kill every process left in a host's cgroups (last resort after SIGKILL of nspawn).
-kill_cgroup() { # host
-  local cg root p
+cgroup_procs() { # host: every process in the host's cgroups (nspawn and the container)
+  local cg root
   cg="$(cgroup_name "$1")"
   for root in $(cgroup_roots); do
     [ -d "$root/$cg" ] || continue
-    for p in $(find "$root/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null); do
-      kill -KILL "$p" 2>/dev/null || true
-    done
+    find "$root/$cg" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+
+cgroup_empty() { [ -z "$(cgroup_procs "$1")" ]; }
+
+# Kill every process left in a host's cgroups, by PID, and wait until they are gone.
+kill_cgroup() { # host
+  local p deadline=$((EPOCHSECONDS + 10))
+  while ! cgroup_empty "$1" && [ "$EPOCHSECONDS" -lt "$deadline" ]; do
+    for p in $(cgroup_procs "$1"); do kill -KILL "$p" 2>/dev/null || true; done
+    sleep 0.1
   done
+  cgroup_empty "$1" || warn "$1: processes left in its cgroup: $(cgroup_procs "$1" | tr '\n' ' ')"
 }
 
 remove_cgroup() { # host
@@ -647,30 +800,20 @@ remove_cgroup() { # host
 }
 
 stop_host() { # host
-  local h="$1" npid sup deadline t0 second=0
+  local h="$1" npid sup deadline t0
   load_conf "$h"
   npid="$(read_pid "$(pid_file "$h")")"
   sup="$(read_pid "$(sup_file "$h")")"
   touch "$(stop_flag "$h")"
   t0="$(now)"
   if is_our_nspawn "$npid" "$h"; then
-    if [ "$ARCH" != "$(native_arch)" ]; then
-      # Under qemu-user the halt signal nspawn sends on SIGTERM arrives as another signal and
-      # lands systemd in rescue mode; ask systemd to power off instead.
-      timeout 20 "$SELF" ssh "$h" systemctl poweroff --no-block >/dev/null 2>&1 || kill -TERM "$npid" 2>/dev/null || true
-    else
-      kill -TERM "$npid" 2>/dev/null || true
-    fi
-    deadline=$((EPOCHSECONDS + STOP_WAIT * (1 + ([ "$ARCH" != "$(native_arch)" ] && echo 1 || echo 0))))
-    while is_our_nspawn "$npid" "$h" && [ "$EPOCHSECONDS" -lt "$deadline" ]; do
-      if [ "$second" -eq 0 ] && [ "$(since "$t0" | cut -d. -f1)" -ge 15 ]; then
-        kill -TERM "$npid" 2>/dev/null || true # a second SIGTERM halts a host stuck in rescue mode
-        second=1
-      fi
-      sleep 0.2
-    done
+    # nspawn passes SIGTERM on as a clean poweroff (for emulated hosts too: see --kill-signal in
+    # the supervisor). A second SIGTERM would make nspawn SIGKILL the container: not sent.
+    kill -TERM "$npid" 2>/dev/null || true
+    deadline=$((EPOCHSECONDS + STOP_WAIT))
+    while is_our_nspawn "$npid" "$h" && [ "$EPOCHSECONDS" -lt "$deadline" ]; do sleep 0.2; done
     if is_our_nspawn "$npid" "$h"; then
-      warn "$h: systemd-nspawn $npid still running after $(since "$t0") s; SIGKILL"
+      warn "$h: systemd-nspawn $npid still running after $(since "$t0") s; SIGKILL (console: $(log_file "$h"))"
       kill -KILL "$npid" 2>/dev/null || true
     fi
   fi
@@ -681,14 +824,20 @@ stop_host() { # host
   kill_cgroup "$h"
   remove_cgroup "$h"
   rm -f "$(pid_file "$h")" "$(sup_file "$h")" "$(stop_flag "$h")"
+  load_conf "$h"
+  umount_host "$h"
   say "$h: down in $(since "$t0") s"
 }
 
-# nspawn processes of this state dir, whether or not a pid file still names them.
-our_nspawns() {
-  local p
+# nspawn processes of this state dir (or of the given hosts), whether or not a pid file names them.
+our_nspawns() { # [host...]
+  local p pat="^--directory=$STATE/hosts/[^/]*\$" h
+  if [ $# -gt 0 ]; then
+    pat=""
+    for h in "$@"; do pat="$pat${pat:+|}^--directory=$STATE/hosts/$h\$"; done
+  fi
   for p in $(pgrep -x systemd-nspawn || true); do
-    tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "^--directory=$STATE/hosts/" && echo "$p"
+    { tr '\0' '\n' <"/proc/$p/cmdline"; } 2>/dev/null | grep -Eq -- "$pat" && echo "$p"
   done
   return 0
 }
@@ -700,30 +849,40 @@ cmd_down() {
   [ "${#hosts[@]}" -gt 0 ] || mapfile -t hosts < <(known_hosts_list)
   for h in "${hosts[@]}"; do
     [ -f "$(host_conf "$h")" ] || { warn "unknown host $h"; continue; }
-    if host_running "$h" || [ -f "$(pid_file "$h")" ] || [ -f "$(sup_file "$h")" ]; then
+    if host_running "$h" || [ -f "$(pid_file "$h")" ] || [ -f "$(sup_file "$h")" ] || ! cgroup_empty "$h"; then
       stop_host "$h"
     fi
+    if ! host_running "$h"; then
+      remove_cgroup "$h"
+      load_conf "$h"
+      umount_host "$h"
+    fi
     if [ "$PURGE" -eq 1 ]; then
-      rm -rf --one-file-system "$(host_dir "$h")"
-      rm -f "$(host_conf "$h")" "$(log_file "$h")"
+      remove_host "$h"
+      rm -f "$(log_file "$h")"
       say "$h: purged"
     fi
   done
   if [ "${#ARGS[@]}" -eq 0 ]; then
     # Orphans (pid file lost): ours by their --directory, stopped by PID.
     for p in $(our_nspawns); do
-      warn "orphan systemd-nspawn $p ($(tr '\0' ' ' <"/proc/$p/cmdline")); SIGTERM"
+      warn "orphan systemd-nspawn $p ($({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null)); SIGTERM"
       kill -TERM "$p" 2>/dev/null || true
     done
     local deadline=$((EPOCHSECONDS + STOP_WAIT))
     while [ -n "$(our_nspawns)" ] && [ "$EPOCHSECONDS" -lt "$deadline" ]; do sleep 0.2; done
     for p in $(our_nspawns); do kill -KILL "$p" 2>/dev/null || true; done
+    # Empty cgroups left by hosts that died or were purged (rmdir fails on populated ones).
+    for p in $(cgroup_roots); do
+      [ -d "$p/$(dirname "$(cgroup_name x)")" ] || continue
+      find "$p/$(dirname "$(cgroup_name x)")" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
   fi
   [ -d "$STATE" ] && write_client_files
-  left="$(our_nspawns)"
-  [ -z "$left" ] || die "systemd-nspawn still running: $left"
-  left="$(pgrep -x systemd-nspawn || true)"
-  [ -z "$left" ] || warn "other systemd-nspawn processes (not from $STATE) still running: $(echo $left)"
+  left="$(our_nspawns "${ARGS[@]}")"
+  [ -z "$left" ] || die "systemd-nspawn still running: $(echo $left)"
+  left="$(comm -23 <(pgrep -x systemd-nspawn | sort) <(our_nspawns | sort))"
+  [ -z "$left" ] || [ "${#ARGS[@]}" -gt 0 ] || warn "systemd-nspawn processes not from $STATE still running: $(echo $left)"
   return 0
 }
 
@@ -742,6 +901,8 @@ cmd_status() {
       state=up
       sys="$(timeout 15 "$SELF" ssh "$h" systemctl is-system-running 2>/dev/null || true)"
       [ -n "$sys" ] || sys=no-ssh
+    elif ! cgroup_empty "$h"; then
+      state=orphaned # processes without nspawn; `down HOST` or `start HOST` kills them
     else
       state=down
     fi
@@ -775,6 +936,7 @@ main() {
     stop) cmd_stop "$@" ;;
     start) cmd_start "$@" ;;
     wait) cmd_wait "$@" ;;
+    reboot) cmd_reboot "$@" ;;
     status) cmd_status "$@" ;;
     ssh) cmd_ssh "$@" ;;
     _supervise) cmd__supervise "$@" ;;
@@ -783,4 +945,6 @@ main() {
   esac
 }
 
-main "$@"
+# One line: bash reads a script as it runs it, and the supervisor runs for hours; nothing after
+# main may be read from a file that was edited meanwhile.
+main "$@"; exit $?

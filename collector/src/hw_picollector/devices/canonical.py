@@ -39,10 +39,11 @@ def _lines(base: str, unit: str = "", total: bool = True) -> tuple[str, ...]:
 
 
 def _energy(tariffs: int) -> tuple[str, ...]:
+    tiers = range(1, tariffs + 1)
     return tuple(
         name
         for way in ("import", "export")
-        for name in (f"energy_{way}_kwh", *(f"energy_{way}_t{t}_kwh" for t in range(1, tariffs + 1)))
+        for name in (f"energy_{way}_kwh", *(f"energy_{way}_t{t}_kwh" for t in tiers))
     )
 
 
@@ -157,7 +158,7 @@ def canonical_name(key: str) -> str:
 
 
 def payload_api(payload: Mapping[str, Any]) -> str:
-    """``"v1"`` when the keys are v1 names (``active_``/``total_`` prefixes, ``wifi_*``), else ``"v2"``."""
+    """``"v1"`` if a key is a v1 name (``active_``/``total_`` prefix, ``wifi_*``), else ``"v2"``."""
     v1 = any(k.startswith(("active_", "total_", "montly_")) or k in _V1_MARKERS for k in payload)
     return "v1" if v1 else "v2"
 
@@ -174,9 +175,10 @@ def number(raw: Any) -> float | None:
 
 
 def timestamp(raw: Any) -> str | None:
-    """A meter timestamp (v1 ``YYMMDDhhmmss`` integer or v2 naive ISO string) → ``YYYY-MM-DDTHH:MM:SS``.
+    """A meter timestamp → ``YYYY-MM-DDTHH:MM:SS`` (None if invalid).
 
-    Meter-local wall-clock time, kept as is; an invalid value gives None.
+    Accepts a v1 ``YYMMDDhhmmss`` integer or a v2 naive ISO string; meter-local wall-clock
+    time, kept as is.
     """
     try:
         if isinstance(raw, str):

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
+from typing import Any
 
 HOMEWIZARD_CA_PEM: str = (
     resources.files("hw_picollector.devices").joinpath("homewizard-ca.pem").read_text("ascii")
@@ -82,7 +83,8 @@ def peer_cert_hostname(host: str, port: int, ca_file: str | None, timeout_s: flo
         ctx.wrap_socket(sock) as tls,
     ):
         cert = tls.getpeercert() or {}
-    for rdn in cert.get("subject", ()):
+    subject: Any = cert.get("subject", ())
+    for rdn in subject:
         for key, value in rdn:
             if key == "commonName":
                 return str(value)

@@ -1,0 +1,340 @@
+"""HTTP(S) client for one HomeWizard device: API v1 (HTTP, no auth) or v2 (HTTPS, Bearer token).
+
+One persistent connection per device (the devices dislike concurrent clients), exactly one HTTP
+attempt per call: the caller owns the retry schedule (see ``backoff_s``). Before the first
+measurement, after any error or re-targeting, and at least every ``IDENTITY_RECHECK_S``, the
+client asks ``GET /api`` and refuses to return a sample when the serial is not the configured one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from hw_picollector import __version__
+from hw_picollector.config import DeviceConfig, split_address
+from hw_picollector.devices.canonical import Sample, to_sample
+from hw_picollector.devices.errors import (
+    ApiDisabled,
+    DeviceError,
+    InvalidResponse,
+    SerialMismatch,
+    TlsError,
+    Unauthorized,
+    Unreachable,
+)
+from hw_picollector.devices.tls import cert_hostname, client_context
+
+__all__ = [  # the errors too: callers catch them from here
+    "IDENTITY_RECHECK_S",
+    "ApiDisabled",
+    "DeviceClient",
+    "DeviceError",
+    "DeviceInfo",
+    "InvalidResponse",
+    "SerialMismatch",
+    "TlsError",
+    "Unauthorized",
+    "Unreachable",
+    "backoff_s",
+    "base_url",
+    "error_code",
+    "make_session",
+    "parse_info",
+    "send",
+]
+
+log = logging.getLogger(__name__)
+
+IDENTITY_RECHECK_S = 300.0
+BACKOFF_CAP_S = 30.0
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: safe in a header
+PAIR_HINT = "pair again with `hwpc pair` and update the token file"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """``GET /api``: what the device says it is."""
+
+    product_type: str
+    serial: str
+    firmware_version: str
+    api_version: str
+
+
+def parse_info(payload: Any) -> DeviceInfo | None:
+    """A ``GET /api`` body → DeviceInfo; None unless serial and product_type are strings."""
+    if not isinstance(payload, dict):
+        return None
+    serial, ptype = payload.get("serial"), payload.get("product_type")
+    if not isinstance(serial, str) or not isinstance(ptype, str):
+        return None
+    text = {k: v if isinstance(v := payload.get(k), str) else "" for k in
+            ("firmware_version", "api_version")}
+    return DeviceInfo(ptype, serial.lower(), text["firmware_version"], text["api_version"])
+
+
+def backoff_s(consecutive_failures: int) -> float:
+    """Delay before the next attempt: 0 after a success, then 1, 2, 4, ... capped at 30 s."""
+    if consecutive_failures <= 0:
+        return 0.0
+    return min(BACKOFF_CAP_S, 2.0 ** min(consecutive_failures - 1, 16))
+
+
+class _ApplianceTlsAdapter(HTTPAdapter):
+    """HTTPS to an IP or host name while checking the certificate for ``appliance/<id>/<serial>``.
+
+    urllib3 2 takes ``server_hostname`` (SNI and the name to check) apart from the host it connects
+    to. ``assert_hostname=None`` leaves the check to the ssl module (``check_hostname`` with the CN
+    fallback of our context); requests' own CA bundle is kept out of the pinned context.
+    """
+
+    def __init__(self, hostname: str, ca_file: str | None) -> None:
+        self._hostname = hostname
+        self._context = client_context(ca_file)
+        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
+
+    def _tls_kwargs(self) -> dict[str, Any]:
+        return {"cert_reqs": "CERT_REQUIRED", "ssl_context": self._context,
+                "server_hostname": self._hostname, "assert_hostname": None}
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                         **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block,
+                                 **{**pool_kwargs, **self._tls_kwargs()})
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[Any, Any]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert)
+        kwargs = {k: v for k, v in pool_kwargs.items() if k not in ("ca_certs", "ca_cert_dir")}
+        return host_params, {**kwargs, **self._tls_kwargs()}
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = conn.ca_cert_dir = None  # else urllib3 loads certifi into our context
+
+
+def make_session(tls_hostname: str | None = None, ca_file: str | None = None) -> requests.Session:
+    """A session with one pooled connection and no automatic retries, proxies or netrc.
+
+    With ``tls_hostname``, HTTPS is verified against the HomeWizard CA (or ``ca_file``) for
+    that certificate name (API v2); without it the session is meant for plain HTTP (API v1).
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.headers["User-Agent"] = f"hw-picollector/{__version__}"
+    session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0))
+    if tls_hostname is not None:
+        session.mount("https://", _ApplianceTlsAdapter(tls_hostname, ca_file))
+    return session
+
+
+def base_url(address: str, api: str) -> str:
+    """``host[:port]`` → ``http://host`` (v1) or ``https://host:port`` (v2), no default port."""
+    scheme, default = ("https", 443) if api == "v2" else ("http", 80)
+    host, port = split_address(address)
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful cause of a requests/urllib3 error, e.g. ``Connection refused``."""
+    cur: BaseException = exc
+    for _ in range(12):
+        verify_message = getattr(cur, "verify_message", None)
+        if isinstance(verify_message, str) and verify_message:
+            return f"certificate verify failed: {verify_message}"
+        if isinstance(cur, OSError) and cur.strerror and not isinstance(cur, TimeoutError):
+            return cur.strerror
+        reason = getattr(cur, "reason", None)
+        nxt = reason if isinstance(reason, BaseException) else next(
+            (a for a in cur.args if isinstance(a, BaseException)), cur.__cause__ or cur.__context__)
+        if nxt is None or nxt is cur:
+            break
+        cur = nxt
+    return str(cur) or type(cur).__name__
+
+
+def send(session: requests.Session, method: str, url: str, serial: str, timeout_s: float,
+         **kwargs: Any) -> requests.Response:
+    """One HTTP attempt; transport failures become ``Unreachable`` or ``TlsError``."""
+    try:
+        return session.request(method, url, timeout=timeout_s, allow_redirects=False, **kwargs)
+    except requests.exceptions.SSLError as exc:
+        raise TlsError(serial, url, f"TLS failed: {_reason(exc)}") from exc
+    except requests.exceptions.Timeout as exc:
+        raise Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout") from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise Unreachable(serial, url, f"cannot connect: {_reason(exc)}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise InvalidResponse(serial, url, f"broken response: {_reason(exc)}") from exc
+
+
+def error_code(resp: requests.Response) -> str | None:
+    """The device's error: v2 ``"user:unauthorized"``, v1 ``"202 API not enabled"``, or None."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict):
+        return f"{err.get('id')} {err.get('description', '')}".strip()
+    return None
+
+
+def _decode(resp: requests.Response, serial: str, api: str) -> Any:
+    url, status = resp.url, resp.status_code
+    if status == 401:
+        raise Unauthorized(serial, url, f"token missing or invalid (HTTP 401); {PAIR_HINT}")
+    if status == 403 and api == "v1":  # the documented body is {"error":{"id":202,...}}
+        raise ApiDisabled(serial, url)
+    if not 200 <= status < 300:
+        code = error_code(resp)
+        raise InvalidResponse(serial, url, f"HTTP {status}" + (f" ({code})" if code else ""),
+                              f"http_{status}")
+    try:
+        return resp.json()
+    except ValueError:
+        snippet = resp.text[:40].strip()
+        raise InvalidResponse(serial, url, f"not JSON: {snippet!r}") from None
+
+
+class DeviceClient:
+    """Talks to one configured device; not thread-safe (use one client per polling thread)."""
+
+    def __init__(self, dev: DeviceConfig, timeout_s: float, address: str | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.dev = dev
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._address = address or dev.address
+        self._token: str | None = None
+        self._verified_at: float | None = None
+        self._session: requests.Session | None = None  # opened on first use
+
+    def _open_session(self) -> requests.Session:
+        if self._session is None:
+            if self.dev.api != "v2":
+                self._session = make_session()
+            else:
+                hostname = cert_hostname(self.dev.product_type, self.dev.serial)
+                try:
+                    self._session = make_session(hostname, self.dev.ca_file)
+                except OSError as exc:  # ssl.SSLError included: not a PEM certificate
+                    raise TlsError(self.dev.serial, self.url,
+                                   f"cannot load CA file {self.dev.ca_file}: {exc}") from exc
+        return self._session
+
+    @property
+    def address(self) -> str | None:
+        return self._address
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://192.168.1.59``; ``(no address)`` until one is known."""
+        return base_url(self._address, self.dev.api) if self._address else "(no address)"
+
+    def set_address(self, address: str) -> None:
+        """Re-target (after mDNS re-resolution): drops the connection, re-checks identity."""
+        if address == self._address:
+            return
+        log.info("%s: address %s -> %s", self.dev.serial, self._address, address)
+        self._address = address
+        self._reset()
+
+    def _reset(self) -> None:
+        self._verified_at = None
+        self.close()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _headers(self) -> dict[str, str]:
+        if self.dev.api != "v2":
+            return {}
+        if self._token is None:
+            path = self.dev.token_file
+            if not path:
+                raise Unauthorized(self.dev.serial, self.url,
+                                   f"no token_file configured; {PAIR_HINT}")
+            try:
+                token = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or "unreadable"
+                raise Unauthorized(self.dev.serial, self.url,
+                                   f"cannot read token file {path}: {why}; {PAIR_HINT}") from None
+            if not _TOKEN_RE.match(token):
+                raise Unauthorized(self.dev.serial, self.url,
+                                   f"token file {path} holds no token; {PAIR_HINT}")
+            self._token = token
+        return {"Authorization": f"Bearer {self._token}", "X-Api-Version": "2"}
+
+    def _get(self, path: str) -> Any:
+        """One GET; any error forgets the identity check (and a refused token)."""
+        try:
+            if not self._address:
+                raise Unreachable(self.dev.serial, self.url, "set `address` in the config "
+                                  "or let mDNS discovery find the device")
+            headers = self._headers()
+            resp = send(self._open_session(), "GET", self.url + path, self.dev.serial,
+                        self.timeout_s, headers=headers)
+            return _decode(resp, self.dev.serial, self.dev.api)
+        except DeviceError as exc:
+            self._verified_at = None
+            if isinstance(exc, Unauthorized):
+                self._token = None  # re-read the file: it may have been re-deployed
+            raise
+
+    def info(self) -> DeviceInfo:
+        """``GET /api``: product type, serial, firmware and API version."""
+        info = parse_info(self._get("/api"))
+        if info is None:
+            self._verified_at = None
+            raise InvalidResponse(self.dev.serial, self.url + "/api",
+                                  "GET /api gave no serial/product_type")
+        return info
+
+    def check_identity(self) -> DeviceInfo:
+        """``GET /api`` and require the configured serial (``SerialMismatch`` otherwise)."""
+        info = self.info()
+        if info.serial != self.dev.serial.lower():
+            self._reset()
+            raise SerialMismatch(self.dev.serial, self.url + "/api", info.serial,
+                                 info.product_type)
+        if self._verified_at is None:
+            log.debug("%s at %s: identity checked (%s, firmware %s, API %s)", info.serial,
+                      self.url, info.product_type, info.firmware_version, info.api_version)
+        self._verified_at = self._clock()
+        return info
+
+    def measure(self) -> Sample:
+        """One measurement as a canonical Sample (identity re-checked when due)."""
+        if self._verified_at is None or self._clock() - self._verified_at >= IDENTITY_RECHECK_S:
+            self.check_identity()
+        path = "/api/measurement" if self.dev.api == "v2" else "/api/v1/data"
+        payload = self._get(path)
+        if not isinstance(payload, dict):
+            self._verified_at = None
+            raise InvalidResponse(self.dev.serial, self.url + path,
+                                  f"expected a JSON object, got {type(payload).__name__}")
+        return to_sample(self.dev.product_type, payload)

@@ -1,0 +1,78 @@
+"""What can go wrong talking to a device, each with a short machine ``state`` for status reports.
+
+Every message is one line naming the device serial and the URL, e.g.
+``3c39e7aabbcc at http://192.168.1.59/api/v1/data: cannot connect: Connection refused``.
+"""
+
+from __future__ import annotations
+
+
+class DeviceError(Exception):
+    """Base class: ``.serial``, ``.url``, ``.state`` (e.g. ``"timeout"``) and ``.detail``."""
+
+    state: str = "error"
+
+    def __init__(self, serial: str, url: str, detail: str, state: str | None = None) -> None:
+        self.serial, self.url, self.detail = serial, url, " ".join(detail.split())
+        if state is not None:
+            self.state = state
+        super().__init__(f"{serial} at {url}: {self.detail}")
+
+
+class Unreachable(DeviceError):
+    """No connection or no answer in time (state ``unreachable`` or ``timeout``)."""
+
+    state = "unreachable"
+
+
+class ApiDisabled(DeviceError):
+    """API v1 answered 403 (error id 202): the Local API toggle is off."""
+
+    state = "api_disabled"
+
+    def __init__(self, serial: str, url: str, detail: str = "", state: str | None = None) -> None:
+        super().__init__(serial, url, detail or (
+            "the local API is disabled (HTTP 403); re-enable it in the HomeWizard app: "
+            "Settings → Meters → the meter → Local API"), state)
+
+
+class Unauthorized(DeviceError):
+    """API v2 token missing or refused (401)."""
+
+    state = "unauthorized"
+
+
+class SerialMismatch(DeviceError):
+    """The address answers as another device; ``.actual`` is the serial it reported."""
+
+    state = "serial_mismatch"
+
+    def __init__(self, serial: str, url: str, actual: str, product_type: str = "") -> None:
+        self.actual = actual
+        what = f"{actual} ({product_type})" if product_type else actual
+        super().__init__(serial, url, f"the device there is serial {what}, not {serial}; "
+                         "the address now belongs to another device (DHCP/mDNS change?)")
+
+
+class InvalidResponse(DeviceError):
+    """An answer that is not the expected JSON, or an unexpected HTTP status (``http_<code>``)."""
+
+    state = "invalid_response"
+
+
+class TlsError(DeviceError):
+    """The TLS handshake or the certificate check failed (wrong CA, serial or type)."""
+
+    state = "tls_error"
+
+
+class PairingTimeout(DeviceError):
+    """Nobody pressed the device button before the pairing deadline."""
+
+    state = "pair_timeout"
+
+
+class PairingRefused(DeviceError):
+    """The device refused to create a user (``user:no-storage``, ``user:name-invalid``, ...)."""
+
+    state = "pair_refused"

@@ -1,0 +1,263 @@
+"""`hwpc db init|check|create-role`: the central schema and least-privilege login roles.
+
+DDL cannot take bind markers, so the few identifiers that appear in it (keyspace, role)
+are validated against strict patterns first and the password literal is quoted; rows
+themselves are only ever written through prepared statements (see sync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hw_picollector.cassandra_session import DatabaseError, connect
+from hw_picollector.config import CassandraConfig, ConfigError, load_config
+from hw_picollector.devices.canonical import ALL_COLUMNS, TEXT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+IDENT = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+REPLICATION_CLASSES = {"SimpleStrategy", "NetworkTopologyStrategy"}
+
+MEASUREMENT_COLUMNS = tuple(ALL_COLUMNS)
+
+
+def _measurement_cols() -> str:
+    return "".join(f"  {c} {'text' if c in TEXT_COLUMNS else 'double'},\n"
+                   for c in MEASUREMENT_COLUMNS)
+
+
+TABLES: dict[str, str] = {
+    "measurements": (
+        "CREATE TABLE IF NOT EXISTS {ks}.measurements (\n"
+        "  site_id text, device_id text, day date, ts timestamp,\n"
+        + _measurement_cols() +
+        "  extra map<text, double>,\n"
+        "  PRIMARY KEY ((site_id, device_id, day), ts)\n"
+        ") WITH CLUSTERING ORDER BY (ts DESC)\n"
+        "  AND compaction = {{'class': 'TimeWindowCompactionStrategy',"
+        " 'compaction_window_unit': 'DAYS', 'compaction_window_size': 7}}"
+    ),
+    "device_latest": (
+        "CREATE TABLE IF NOT EXISTS {ks}.device_latest (\n"
+        "  site_id text, device_id text, product_type text, role text, ts timestamp,\n"
+        "  power_w double, readings map<text, double>, host text,\n"
+        "  PRIMARY KEY ((site_id), device_id))"
+    ),
+    "heartbeats": (
+        "CREATE TABLE IF NOT EXISTS {ks}.heartbeats (\n"
+        "  host text, day date, ts timestamp, site_id text, version text,\n"
+        "  uptime_s double, collector_active boolean, backlog_rows bigint,\n"
+        "  backlog_bytes bigint, disk_free_mb bigint, clock_synchronised boolean,\n"
+        "  rows_synced bigint, last_error text,\n"
+        "  PRIMARY KEY ((host, day), ts)\n"
+        ") WITH CLUSTERING ORDER BY (ts DESC)"
+    ),
+    "site_power": (
+        "CREATE TABLE IF NOT EXISTS {ks}.site_power (\n"
+        "  site_id text, day date, ts timestamp,\n"
+        "  grid_w double, production_w double, consumption_w double,\n"
+        "  PRIMARY KEY ((site_id, day), ts)\n"
+        ") WITH CLUSTERING ORDER BY (ts DESC)"
+    ),
+    "schema_version": (
+        "CREATE TABLE IF NOT EXISTS {ks}.schema_version (\n"
+        "  id text PRIMARY KEY, version int, applied timestamp)"
+    ),
+}
+
+# Columns each table must have, for `check` and for in-place upgrades (ADD column).
+EXPECTED: dict[str, dict[str, str]] = {
+    "measurements": {"site_id": "text", "device_id": "text", "day": "date", "ts": "timestamp",
+                     **{c: "text" if c in TEXT_COLUMNS else "double"
+                        for c in MEASUREMENT_COLUMNS},
+                     "extra": "map<text, double>"},
+    "device_latest": {"site_id": "text", "device_id": "text", "product_type": "text",
+                      "role": "text", "ts": "timestamp", "power_w": "double",
+                      "readings": "map<text, double>", "host": "text"},
+    "heartbeats": {"host": "text", "day": "date", "ts": "timestamp", "site_id": "text",
+                   "version": "text", "uptime_s": "double", "collector_active": "boolean",
+                   "backlog_rows": "bigint", "backlog_bytes": "bigint",
+                   "disk_free_mb": "bigint", "clock_synchronised": "boolean",
+                   "rows_synced": "bigint", "last_error": "text"},
+    "site_power": {"site_id": "text", "day": "date", "ts": "timestamp", "grid_w": "double",
+                   "production_w": "double", "consumption_w": "double"},
+    "schema_version": {"id": "text", "version": "int", "applied": "timestamp"},
+}
+
+
+def replication_literal(replication: dict[str, Any]) -> str:
+    cls = str(replication.get("class", ""))
+    if cls not in REPLICATION_CLASSES:
+        raise ConfigError(f"cassandra.replication.class: {cls!r} is not one of "
+                          f"{', '.join(sorted(REPLICATION_CLASSES))}")
+    parts = [f"'class': '{cls}'"]
+    for key, value in sorted(replication.items()):
+        if key == "class":
+            continue
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(key)) or not isinstance(value, int) \
+                or isinstance(value, bool) or not 0 < value < 20:
+            raise ConfigError(f"cassandra.replication.{key}: expected a replication factor")
+        parts.append(f"'{key}': '{value}'")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _keyspace(cfg: CassandraConfig) -> str:
+    if not IDENT.match(cfg.keyspace):
+        raise ConfigError(f"cassandra.keyspace: {cfg.keyspace!r} must match {IDENT.pattern}")
+    return cfg.keyspace
+
+
+def init(session: Any, cfg: CassandraConfig) -> list[str]:
+    """Create or upgrade in place; returns what changed (empty: nothing to do)."""
+    ks = _keyspace(cfg)
+    changes: list[str] = []
+    before = _existing(session, ks)
+    if before is None:
+        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+                        f"{replication_literal(cfg.replication)}")
+        changes.append(f"created keyspace {ks}")
+        before = {}
+    for table, ddl in TABLES.items():
+        if table not in before:
+            session.execute(ddl.format(ks=ks))
+            changes.append(f"created table {ks}.{table}")
+            continue
+        for column, kind in EXPECTED[table].items():
+            if column not in before[table]:
+                session.execute(f"ALTER TABLE {ks}.{table} ADD {column} {kind}")
+                changes.append(f"added column {ks}.{table}.{column}")
+    row = session.execute(f"SELECT version FROM {ks}.schema_version WHERE id = 'schema'").one()
+    if row is None or row.version != SCHEMA_VERSION:
+        session.execute(f"INSERT INTO {ks}.schema_version (id, version, applied) "
+                        "VALUES ('schema', %s, toTimestamp(now()))", (SCHEMA_VERSION,))
+        changes.append(f"schema version {SCHEMA_VERSION}")
+    return changes
+
+
+def _existing(session: Any, ks: str) -> dict[str, dict[str, str]] | None:
+    if session.execute("SELECT keyspace_name FROM system_schema.keyspaces "
+                       "WHERE keyspace_name = %s", (ks,)).one() is None:
+        return None
+    tables: dict[str, dict[str, str]] = {}
+    for row in session.execute("SELECT table_name, column_name, type FROM "
+                               "system_schema.columns WHERE keyspace_name = %s", (ks,)):
+        tables.setdefault(row.table_name, {})[row.column_name] = row.type
+    return tables
+
+
+def check(session: Any, cfg: CassandraConfig) -> list[str]:
+    """One line per difference between the database and this version's schema."""
+    ks = _keyspace(cfg)
+    found = _existing(session, ks)
+    if found is None:
+        return [f"keyspace {ks} is missing (run: hwpc db init)"]
+    problems = []
+    for table, columns in EXPECTED.items():
+        if table not in found:
+            problems.append(f"table {ks}.{table} is missing")
+            continue
+        for column, kind in columns.items():
+            actual = found[table].get(column)
+            if actual is None:
+                problems.append(f"column {ks}.{table}.{column} is missing")
+            elif actual != kind:
+                problems.append(f"column {ks}.{table}.{column} is {actual}, expected {kind}")
+    if "schema_version" in found:
+        row = session.execute(f"SELECT version FROM {ks}.schema_version "
+                              "WHERE id = 'schema'").one()
+        if row is None or row.version != SCHEMA_VERSION:
+            problems.append(f"schema version is {getattr(row, 'version', None)}, "
+                            f"expected {SCHEMA_VERSION}")
+    return problems
+
+
+def create_role(session: Any, cfg: CassandraConfig, role: str, password: str) -> str:
+    """A login role with MODIFY and SELECT on the keyspace only. Returns what happened."""
+    ks = _keyspace(cfg)
+    if not IDENT.match(role):
+        raise ConfigError(f"--role: {role!r} must match {IDENT.pattern}")
+    if not password or len(password) < 12:
+        raise ConfigError("--password-file: the password must have at least 12 characters")
+    quoted = password.replace("'", "''")
+    exists = session.execute("SELECT role FROM system_auth.roles WHERE role = %s",
+                             (role,)).one() is not None
+    if exists and _login_works(session, role, password):
+        outcome = "unchanged"
+    elif exists:
+        session.execute(f"ALTER ROLE {role} WITH PASSWORD = '{quoted}' AND LOGIN = true")
+        outcome = "password updated"
+    else:
+        session.execute(f"CREATE ROLE IF NOT EXISTS {role} WITH PASSWORD = '{quoted}' "
+                        "AND LOGIN = true AND SUPERUSER = false")
+        outcome = "created"
+    granted = {(r.permission) for r in session.execute(
+        f"LIST ALL PERMISSIONS ON KEYSPACE {ks} OF {role} NORECURSIVE")
+        if r.resource == f"<keyspace {ks}>"}
+    for perm in ("MODIFY", "SELECT"):
+        if perm not in granted:
+            session.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {role}")
+            if outcome == "unchanged":
+                outcome = "grants updated"
+    return outcome
+
+
+def _login_works(session: Any, role: str, password: str) -> bool:
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    cluster = session.cluster
+    probe = Cluster(cluster.contact_points, port=cluster.port,
+                    auth_provider=PlainTextAuthProvider(role, password),
+                    ssl_context=cluster.ssl_context, ssl_options=cluster.ssl_options,
+                    protocol_version=cluster.protocol_version, connect_timeout=10)
+    try:
+        probe.connect().shutdown()
+        return True
+    except Exception:
+        return False
+    finally:
+        probe.shutdown()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if config.cassandra is None:
+        raise ConfigError(f"{args.config}: cassandra: missing (needed for hwpc db)")
+    cfg = config.cassandra
+    password = None
+    if args.db_command == "create-role":
+        try:
+            password = Path(args.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{args.password_file}: cannot read: {exc.strerror}") from exc
+    try:
+        cluster, session = connect(cfg)
+    except DatabaseError as exc:
+        print(f"hwpc: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.db_command == "init":
+            changes = init(session, cfg)
+            for line in changes:
+                print(line)
+            print("changed" if changes else "unchanged")
+            return 0
+        if args.db_command == "check":
+            problems = check(session, cfg)
+            for line in problems:
+                print(line)
+            if not problems:
+                print(f"schema {cfg.keyspace} version {SCHEMA_VERSION}: ok")
+            return 1 if problems else 0
+        assert password is not None
+        outcome = create_role(session, cfg, args.role, password)
+        print(f"role {args.role}: {outcome}")
+        return 0
+    finally:
+        cluster.shutdown()

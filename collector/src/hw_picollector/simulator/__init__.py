@@ -1,0 +1,50 @@
+"""``hwpc simulate``: a faithful HomeWizard device simulator (see docs/homewizard-api.md).
+
+- :mod:`.model`: deterministic household values, v2 measurement names.
+- :mod:`.dsmr`: DSMR 5.0 telegrams with a valid CRC16.
+- :mod:`.tls`: a v1 CA and per-device certificates like HomeWizard's, via ``openssl``.
+- :mod:`.payloads`: v1 names and the devices' JSON number formats.
+- :mod:`.server`: :class:`~.server.SimulatedDevice`, the HTTP(S) device with test controls.
+
+mDNS advertisement is not part of the simulator (yet): ``hw_picollector.discovery`` owns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hw_picollector.simulator.model import PRODUCT_TYPES, ROLES
+
+FAULT_CHOICES = ("none", "disabled", "slow", "flaky", "garbage", "nulls")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``hwpc simulate``."""
+    parser.add_argument("--type", required=True, choices=PRODUCT_TYPES, help="product type")
+    parser.add_argument(
+        "--api", choices=("v1", "v2"), default="v1", help="v1: HTTP; v2: HTTPS + token"
+    )
+    parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    parser.add_argument("--serial", help="12 lowercase hex (default: derived from type and port)")
+    parser.add_argument("--role", choices=ROLES, help="what the device measures (default by type)")
+    parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (loopback only)")
+    parser.add_argument(
+        "--allow-non-loopback", action="store_true", help="allow --bind on a non-loopback address"
+    )
+    parser.add_argument("--tls-dir", help="API v2: directory for ca.pem and the device certificate")
+    parser.add_argument("--token", help="API v2: a bearer token that is valid from the start")
+    parser.add_argument(
+        "--fault", choices=FAULT_CHOICES, default="none", help="misbehave from the start"
+    )
+    parser.add_argument("--firmware", help="firmware_version to report")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; prints ``simulating <type> <serial> api <v> on <url>``."""
+    from hw_picollector.simulator.server import run as serve  # lazy: keeps `hwpc --help` fast
+
+    return serve(args)
+
+
+__all__ = ["add_arguments", "run"]

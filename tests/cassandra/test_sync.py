@@ -1,0 +1,218 @@
+"""Exactly-once sync into a real Cassandra node, under faults."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cassandra.conftest import (
+    HWPC,
+    central_rows,
+    hwpc,
+    local_rows,
+    make_config,
+    store_days,
+)
+
+P1 = {"serial": "3c39e7100001", "product_type": "HWE-P1", "role": "grid",
+      "address": "127.0.0.1:1", "api": "v1"}
+PV = {"serial": "3c39e7100002", "product_type": "HWE-KWH1", "role": "production",
+      "address": "127.0.0.1:2", "api": "v1"}
+
+
+def history(config: Path, days: int, end: date | None = None) -> None:
+    args = ["simulate-history", "--config", str(config), "--days", str(days)]
+    if end:
+        args += ["--end", end.isoformat()]
+    hwpc(*args)
+
+
+def checkpoints_of(data: Path) -> dict[str, Any]:
+    return {str(p.relative_to(data)): json.loads(p.read_text())
+            for p in sorted((data / "sync").rglob("*.json")) if p.name != "last-sync.json"}
+
+
+def assert_exactly_once(admin: Any, keyspace: str, data: Path, site: str = "SITE01") -> int:
+    local = local_rows(data, site)
+    central = central_rows(admin, keyspace, site, [P1["serial"], PV["serial"]], store_days(data))
+    missing, unexpected = local - central, central - local
+    assert not missing, f"{len(missing)} local rows missing centrally, e.g. {sorted(missing)[:2]}"
+    assert not unexpected, f"{len(unexpected)} central rows not in the store"
+    return len(local)
+
+
+def test_init_is_idempotent_and_check_reports_drift(tmp_path: Path, admin: Any,
+                                                    keyspace: str) -> None:
+    config = make_config(tmp_path, keyspace, [P1])
+    first = hwpc("db", "init", "--config", str(config)).stdout
+    assert "created table" in first
+    assert hwpc("db", "init", "--config", str(config)).stdout.strip() == "unchanged"
+    assert "ok" in hwpc("db", "check", "--config", str(config)).stdout
+    admin.execute(f"ALTER TABLE {keyspace}.measurements DROP power_w")
+    drift = hwpc("db", "check", "--config", str(config), check=False)
+    assert drift.returncode == 1
+    assert drift.stdout.strip() == f"column {keyspace}.measurements.power_w is missing"
+    assert f"added column {keyspace}.measurements.power_w" in \
+        hwpc("db", "init", "--config", str(config)).stdout
+
+
+def test_backlog_of_three_days_lands_exactly_once_and_replay_changes_nothing(
+        tmp_path: Path, admin: Any, keyspace: str) -> None:
+    config = make_config(tmp_path, keyspace, [P1])
+    hwpc("db", "init", "--config", str(config))
+    history(config, 3)
+    data = tmp_path / "data"
+    out = hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    assert "synced" in out.stderr
+    count = assert_exactly_once(admin, keyspace, data)
+    assert count > 2 * 86400
+    before = checkpoints_of(data)
+    hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    assert checkpoints_of(data) == before
+    assert assert_exactly_once(admin, keyspace, data) == count
+    status = json.loads(hwpc("status", "--config", str(config), "--json").stdout)
+    assert status["backlog_rows"] == 0
+    assert status["last_sync_ts"] is not None
+
+
+def test_sync_killed_ten_times_then_completed(tmp_path: Path, admin: Any,
+                                              keyspace: str) -> None:
+    config = make_config(tmp_path, keyspace, [P1, PV])
+    hwpc("db", "init", "--config", str(config))
+    history(config, 1)
+    data = tmp_path / "data"
+    rng = random.Random(10)
+    kills = 0
+    while kills < 10:
+        proc = subprocess.Popen([*HWPC, "sync", "--config", str(config), "--once",
+                                 "--no-progress"], stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 4.0))  # a random moment
+        if proc.poll() is not None:
+            break  # finished before the kill: the rest is covered by the checks below
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills >= 3, "the backlog should outlast several kills"
+    hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    assert_exactly_once(admin, keyspace, data)
+    # device_latest holds each device's newest row; it never moves backwards.
+    latest = {r.device_id: r.ts for r in admin.execute(
+        f"SELECT device_id, ts FROM {keyspace}.device_latest WHERE site_id = 'SITE01'")}
+    newest = max(r[2] for r in local_rows(data, "SITE01") if r[1] == P1["serial"])
+    assert round(latest[P1["serial"]].replace(tzinfo=UTC).timestamp() * 1000) == newest
+
+
+def test_site_power_matches_hand_computed_values(tmp_path: Path, admin: Any,
+                                                 keyspace: str) -> None:
+    config = make_config(tmp_path, keyspace, [P1, PV])
+    hwpc("db", "init", "--config", str(config))
+    data = tmp_path / "data"
+    day = (datetime.now(UTC) - timedelta(days=2)).date()
+    t0 = int(datetime.combine(day, datetime.min.time(), UTC).timestamp()) + 12 * 3600
+    stamp = lambda s, ms=0: datetime.fromtimestamp(t0 + s, UTC).strftime(  # noqa: E731
+        "%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+    p1_rows = [(0, 500.0), (1, -200.0), (2, 100.0), (3, 0.0)]
+    pv_rows = [(0, -1500.0), (1, -1600.0), (3, -10.0)]  # second 2 is missing on the PV meter
+    for dev, rows in ((P1, p1_rows), (PV, pv_rows)):
+        folder = data / "measurements" / dev["serial"]
+        folder.mkdir(parents=True)
+        lines = ["ts,power_w,extra"] + [f"{stamp(s, 7 * s)},{w},"
+                                        for s, w in rows]
+        (folder / f"{day}.csv").write_text("\n".join(lines) + "\n")
+    hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    got = {round(r.ts.replace(tzinfo=UTC).timestamp()) - t0: (r.grid_w, r.production_w,
+                                                               r.consumption_w)
+           for r in admin.execute(f"SELECT ts, grid_w, production_w, consumption_w FROM "
+                                  f"{keyspace}.site_power WHERE site_id = 'SITE01' AND day = %s",
+                                  (day,))}
+    assert got == {
+        0: (500.0, 1500.0, 2000.0),
+        1: (-200.0, 1600.0, 1400.0),
+        2: (100.0, None, None),
+        3: (0.0, 10.0, 10.0),
+    }
+
+
+@pytest.mark.parametrize("fault", ["wrong password", "unreachable", "wrong CA"])
+def test_failures_are_clear_and_mark_nothing_synced(tmp_path: Path, admin: Any, keyspace: str,
+                                                    node: Path, fault: str) -> None:
+    good = make_config(tmp_path, keyspace, [P1], name="good.yml")
+    hwpc("db", "init", "--config", str(good))
+    kwargs: dict[str, Any] = {"data_dir": tmp_path / "data"}
+    if fault == "wrong password":
+        kwargs["creds"] = ("cassandra", "not-the-password")
+    elif fault == "unreachable":
+        kwargs["port"] = 1
+    else:
+        other_ca = tmp_path / "other-ca.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=Other CA", "-keyout", str(tmp_path / "k.pem"),
+                        "-out", str(other_ca)], check=True, capture_output=True)
+        kwargs["tls_ca"] = str(other_ca)
+    config = make_config(tmp_path, keyspace, [P1], **kwargs)
+    history(config, 1)
+    result = hwpc("sync", "--config", str(config), "--once", "--no-progress", check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hwpc:")]
+    assert len(lines) == 1, result.stderr
+    expected = {"wrong password": "authentication failed", "unreachable": "unreachable",
+                "wrong CA": "TLS"}[fault]
+    assert expected in lines[0]
+    assert "nothing marked synced" in lines[0]
+    assert "not-the-password" not in result.stderr
+    assert checkpoints_of(tmp_path / "data") == {}
+
+
+def test_tls_with_the_node_ca_works(tmp_path: Path, admin: Any, keyspace: str,
+                                    node: Path) -> None:
+    config = make_config(tmp_path, keyspace, [P1], tls_ca=str(node / "conf" / "node.pem"))
+    hwpc("db", "init", "--config", str(config))
+    history(config, 1)
+    hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    assert_exactly_once(admin, keyspace, tmp_path / "data")
+
+
+def test_per_pi_role_is_least_privilege(tmp_path: Path, admin: Any, keyspace: str) -> None:
+    from cassandra import Unauthorized
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    config = make_config(tmp_path, keyspace, [P1])
+    hwpc("db", "init", "--config", str(config))
+    password = tmp_path / "pw"
+    password.write_text("a-long-random-password-1234\n")
+    role = f"pi_{keyspace}"
+    out = hwpc("db", "create-role", "--config", str(config), "--role", role,
+               "--password-file", str(password))
+    assert out.stdout.strip() == f"role {role}: created"
+    again = hwpc("db", "create-role", "--config", str(config), "--role", role,
+                 "--password-file", str(password))
+    assert again.stdout.strip() == f"role {role}: unchanged"
+    assert "a-long-random-password" not in out.stdout + out.stderr + again.stderr
+    admin.execute("CREATE KEYSPACE IF NOT EXISTS other_ks WITH replication = "
+                  "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    admin.execute("CREATE TABLE IF NOT EXISTS other_ks.t (k int PRIMARY KEY)")
+    cluster = Cluster(["127.0.0.1"], auth_provider=PlainTextAuthProvider(
+        role, "a-long-random-password-1234"), protocol_version=5)
+    try:
+        pi = cluster.connect()
+        day = date.today()
+        pi.execute(f"INSERT INTO {keyspace}.measurements (site_id, device_id, day, ts, power_w) "
+                   "VALUES ('S', 'd', %s, 0, 1.0)", (day,))
+        assert pi.execute(f"SELECT power_w FROM {keyspace}.measurements WHERE site_id = 'S' "
+                          "AND device_id = 'd' AND day = %s", (day,)).one().power_w == 1.0
+        with pytest.raises(Unauthorized):
+            pi.execute(f"DROP TABLE {keyspace}.measurements")
+        with pytest.raises(Unauthorized):
+            pi.execute("SELECT * FROM other_ks.t")
+    finally:
+        cluster.shutdown()
+        admin.execute(f"DROP ROLE IF EXISTS {role}")

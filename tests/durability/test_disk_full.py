@@ -1,0 +1,78 @@
+"""A disk that fills: a clear error, no crash, nothing lost once space returns."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hw_picollector.simulator.server import SimulatedDevice
+from tests.conftest import wait_for
+from tests.durability.conftest import read_device, start_collector, write_config
+
+INTERVAL = 0.2
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", str(mount)],
+                   check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def state(data: Path) -> dict[str, object]:
+    try:
+        result: dict[str, object] = json.loads((data / "state" / "collector.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return result
+
+
+def test_disk_full_then_space_returns(tmp_path: Path, small_disk: Path,
+                                      meters: list[SimulatedDevice]) -> None:
+    data = small_disk / "data"
+    config = write_config(tmp_path / "config.yml", data, meters, poll_interval_s=INTERVAL,
+                          flush_interval_s=0.5, disk_min_free_mb=1)
+    log = tmp_path / "collector.log"
+    proc = start_collector(config, log)
+    try:
+        wait_for(lambda: len(read_device(data, meters[0].serial)) > 5, 30, what="first rows")
+        filler = small_disk / "filler"
+        with filler.open("wb", buffering=0) as fh:  # fill every free byte
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        wait_for(lambda: b"cannot write the store" in log.read_bytes(), 30,
+                 what="the disk-full error in the log")
+        rows_full = len(read_device(data, meters[0].serial))
+        # While the disk is full, the collector keeps polling and holds the rows in memory.
+        wait_for(lambda: b"No space left" in log.read_bytes(), 10, what="the reason")
+        assert proc.poll() is None, "the collector must not exit on a full disk"
+        filler.unlink()
+        wait_for(lambda: b"store writable again" in log.read_bytes(), 30,
+                 what="recovery after space returned")
+        wait_for(lambda: len(read_device(data, meters[0].serial)) > rows_full + 10, 30,
+                 what="rows after recovery")
+        assert state(data).get("write_error") is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert log.read_bytes().count(b"cannot write the store") == 1, "one line per state change"
+    for dev in meters:
+        stamps = read_device(data, dev.serial)
+        gaps = [(b - a) / 1000 for a, b in itertools.pairwise(stamps)]
+        assert max(gaps) <= 2.5 * INTERVAL, f"{dev.serial}: a gap of {max(gaps):.2f} s: " \
+            "rows were lost while the disk was full"
