@@ -16,7 +16,8 @@
 #   fleet.sh stop HOST                     stop one whole host (keeps its disk)
 #   fleet.sh start HOST                    boot a stopped host again (same disk, same address)
 #   fleet.sh status                        one line per host; exit 0
-#   fleet.sh ssh HOST [CMD...]             ssh to a host as root (strict host key checking)
+#   fleet.sh ssh HOST [CMD...]             ssh to a host as root (strict host key checking); like
+#                                          ssh, CMD is joined into one string for the remote shell
 #   fleet.sh reboot HOST                   `systemctl reboot` inside HOST and wait until it is back
 #   fleet.sh wait HOST                     wait until a running HOST answers SSH and systemd is up
 #
@@ -25,17 +26,27 @@
 #   HWPC_FLEET_CACHE    rootfs cache (default /var/cache/hw-picollector/fleet), kept across clones
 #   HWPC_FLEET_MIRROR   Debian mirror for debootstrap and the hosts (default http://deb.debian.org/debian)
 #   HWPC_FLEET_TIMEOUT  boot deadline in seconds (default 120 amd64, 600 arm64)
+#   HWPC_FLEET_DISK     overlay (default: an overlayfs over the cached rootfs, instant) or copy
+#                       (cp -a of the cached rootfs); used when a host's disk is created
+#
+# Cache layout (<cache> = HWPC_FLEET_CACHE):
+#   rootfs-<arch>            symlink to the current build
+#   rootfs-<arch>-<id>/      a complete build (id = hash of its stamp: package list, revision,
+#                            CA bundle, pip index); never modified; /etc/hwpc-fleet/stamp inside
+#   rootfs-<arch>.tmp.<pid>  a build in progress (renamed when complete, removed if interrupted)
 #
 # State layout (<state> = HWPC_FLEET_DIR):
 #   id_ed25519{,.pub}   the fleet's SSH key (generated once)
 #   known_hosts         every host's ed25519 host key, keyed by IP and name (strict checking)
 #   hosts.ini           Ansible inventory (groups: fleet, <prefix>, fleet_<arch>)
 #   ssh_config          `ssh -F <state>/ssh_config pi1` works
-#   hosts/<host>/       the host's root filesystem (a copy of the cached rootfs)
-#   <host>.conf         HOST= ARCH= IP= of the host
+#   hosts/<host>/       the host's root filesystem (overlay mount point while up, or a full copy)
+#   disks/<host>/       upper and work dirs of the host's overlay: everything the host changed
+#   <host>.conf         HOST= ARCH= IP= DISK= LOWER= of the host
+#   <host>.host_key.pub the host's ed25519 host key
 #   <host>.pid          PID of the host's current systemd-nspawn (rewritten after a reboot)
 #   <host>.supervisor.pid  PID of the loop that restarts nspawn when the host reboots (exit 133)
-#   <host>.log          console log (all boots of the current `up`/`start`)
+#   <host>.log          console log (all boots since the last `up`/`start`)
 set -euo pipefail
 
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -258,14 +269,21 @@ gc_rootfs() { # arch
   done
 }
 
+# Remove a directory tree that debootstrap may have left mounts in (/proc, /sys of the target).
+remove_tree() { # dir
+  local m
+  for m in $(findmnt -rn -o TARGET | grep -F -- "$1/" | sort -r); do umount -l "$m" || true; done
+  rm -rf --one-file-system "$1"
+}
+
 build_rootfs() { # arch
   local arch="$1" link dest tmp t0
   link="$(rootfs_dir "$arch")"
   dest="$link-$(rootfs_id "$arch")"
   # Leftovers of an interrupted build are never used; remove them.
-  rm -rf --one-file-system "$link".tmp.*
+  for tmp in "$link".tmp.*; do [ ! -e "$tmp" ] || remove_tree "$tmp"; done
   tmp="$link.tmp.$$"
-  trap 'rm -rf --one-file-system "'"$tmp"'"' EXIT
+  trap 'remove_tree "'"$tmp"'"' EXIT
   t0="$(now)"
   say "rootfs: debootstrap $SUITE $arch into $tmp (packages: $ROOTFS_PACKAGES)"
   if ! debootstrap --arch="$arch" --variant=minbase --include="$ROOTFS_PACKAGES" \
@@ -366,15 +384,6 @@ ssh_opts() {
   printf '%s\n' -i "$STATE/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
     -o UserKnownHostsFile="$STATE/known_hosts" -o GlobalKnownHostsFile=/dev/null \
     -o StrictHostKeyChecking=yes -o ConnectTimeout=5 -o LogLevel=ERROR
-}
-
-host_ssh() { # host cmd...
-  local h="$1"
-  shift
-  load_conf "$h"
-  local opts
-  mapfile -t opts < <(ssh_opts)
-  ssh "${opts[@]}" "root@$IP" -- "$@"
 }
 
 ensure_key() {
@@ -847,16 +856,25 @@ cmd_down() {
   lock_state
   local hosts=("${ARGS[@]}") h p left
   [ "${#hosts[@]}" -gt 0 ] || mapfile -t hosts < <(known_hosts_list)
+  local known=() jobs=()
   for h in "${hosts[@]}"; do
-    [ -f "$(host_conf "$h")" ] || { warn "unknown host $h"; continue; }
+    if [ -f "$(host_conf "$h")" ]; then known+=("$h"); else warn "unknown host $h"; fi
+  done
+  # Stop in parallel: each host powers off by itself.
+  for h in "${known[@]}"; do
     if host_running "$h" || [ -f "$(pid_file "$h")" ] || [ -f "$(sup_file "$h")" ] || ! cgroup_empty "$h"; then
-      stop_host "$h"
+      stop_host "$h" &
+      jobs+=("$!")
     fi
-    if ! host_running "$h"; then
-      remove_cgroup "$h"
-      load_conf "$h"
-      umount_host "$h"
+  done
+  for p in "${jobs[@]}"; do wait "$p" || true; done
+  for h in "${known[@]}"; do
+    if host_running "$h" || ! cgroup_empty "$h"; then
+      die "$h: still running after down (pid $(read_pid "$(pid_file "$h")")); not touching its disk"
     fi
+    remove_cgroup "$h"
+    load_conf "$h"
+    umount_host "$h"
     if [ "$PURGE" -eq 1 ]; then
       remove_host "$h"
       rm -f "$(log_file "$h")"
