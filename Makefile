@@ -40,7 +40,7 @@ demo-down:  ## stop everything the demo started
 	bash tests/harness/demo.sh down
 
 bench: venv  ## benchmarks: figures and ratios to stdout and reports/bench-*.json
-	$(BIN)/python tests/bench/bench_collect.py
+	bash tests/bench/run.sh
 
 cassandra-up: venv  ## a real Cassandra 5.0 node on 127.0.0.1:9042
 	bash tests/harness/cassandra/cassandra.sh up
