@@ -43,7 +43,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from hw_picollector import health
 
-    report = health.status(_config(args))
+    report = health.status(_config(args), coverage_hours=args.coverage_hours)
     print(json.dumps(report, indent=2) if args.json else health.render(report))
     return 0
 
@@ -104,6 +104,22 @@ def cmd_pair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hw_picollector import freshness
+
+    th = freshness.Thresholds(freshness_max_age_s=args.freshness_max_age_s,
+                              sync_max_lag_s=args.sync_max_lag_s,
+                              heartbeat_max_age_s=args.heartbeat_max_age_s)
+    try:
+        return freshness.run(args.config, Path(args.fleet), Path(args.out_dir), th,
+                             coverage_hours=args.coverage_hours, fail=args.fail,
+                             as_json=args.json)
+    except (OSError, ValueError) as exc:
+        raise Failure(f"audit: {exc}") from exc
+
+
 def cmd_sites(args: argparse.Namespace) -> int:
     from hw_picollector import sites
 
@@ -137,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", cmd_status, "this Pi's view: devices, backlog, last sync, disk, clock")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--coverage-hours", type=int, default=0, metavar="N",
+                   help="with --json: samples per hour over the last N hours, per device")
 
     p = add("db", cmd_db, "central database: schema and per-Pi login roles", config=False)
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -171,6 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="local/hw-picollector", help="user name, local/NAME")
     p.add_argument("--ca-file", help="CA to trust instead of the HomeWizard CA")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S")
+
+    p = add("audit", cmd_audit, "fleet freshness report: local status of every Pi plus "
+            "what Cassandra knows; verdict per site (controller side)")
+    p.add_argument("--fleet", required=True, metavar="FILE",
+                   help="fleet file written by playbooks/check_freshness.yml")
+    p.add_argument("--out-dir", default="reports", metavar="DIR",
+                   help="where freshness-latest.json and .html go (default: reports)")
+    p.add_argument("--freshness-max-age-s", type=float, default=600.0, metavar="S")
+    p.add_argument("--sync-max-lag-s", type=float, default=900.0, metavar="S")
+    p.add_argument("--heartbeat-max-age-s", type=float, default=900.0, metavar="S")
+    p.add_argument("--coverage-hours", type=int, default=24, metavar="N",
+                   help="hourly coverage strips over the last N hours (0: none)")
+    p.add_argument("--no-fail", dest="fail", action="store_false",
+                   help="exit 0 even when a site is not ok")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
 
     p = add("sites", cmd_sites, "sites workbook: check, or import into an inventory",
             config=False)

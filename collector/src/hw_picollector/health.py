@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from hw_picollector import __version__, clock, store
@@ -30,7 +33,37 @@ def _age_s(ts: str | None, now_ms: int) -> float | None:
     return None if ts is None else round((now_ms - store.parse_ts(ts)) / 1000, 3)
 
 
-def status(config: Config) -> dict[str, Any]:
+HOUR_MS = 3_600_000
+
+
+def hourly_counts(data_dir: Path, serial: str, start_ms: int, end_ms: int) -> Counter[str]:
+    """Samples per UTC hour (``YYYY-MM-DDTHH``) in [start_ms, end_ms), from the day files
+    (plain or compressed by retention) that overlap the window."""
+    counts: Counter[str] = Counter()
+    first, last = store.format_ts(start_ms), store.format_ts(end_ms)
+    folder = store.device_dir(data_dir, serial)
+    day = start_ms - start_ms % 86_400_000
+    while day < end_ms:
+        name = store.day_of(day)
+        for path, opener in ((folder / f"{name}.csv", open),
+                             (folder / f"{name}.csv.gz", gzip.open)):
+            if not path.exists():
+                continue
+            try:
+                with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+                    next(fh, None)  # header
+                    for line in fh:
+                        ts = line[:24]
+                        if first <= ts < last and line.endswith("\n"):
+                            counts[ts[:13]] += 1
+            except (OSError, EOFError):
+                continue
+            break
+        day += 86_400_000
+    return counts
+
+
+def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
     now_ms = time.time_ns() // 1_000_000
     state: dict[str, Any] = {}
     state_path = config.data_dir / STATE_FILE
@@ -52,6 +85,14 @@ def status(config: Config) -> dict[str, Any]:
             last = store.last_row(files[-2])
         last_ts = store.format_ts(last[0]) if last else None
         info = live.get(dev.serial, {})
+        coverage = None
+        if coverage_hours > 0:
+            end = now_ms - now_ms % HOUR_MS + HOUR_MS
+            counts = hourly_counts(config.data_dir, dev.serial, end - coverage_hours * HOUR_MS,
+                                   now_ms + 1)
+            coverage = [{"hour": store.format_ts(h)[:13], "samples": counts.get(
+                store.format_ts(h)[:13], 0)} for h in range(end - coverage_hours * HOUR_MS,
+                                                            end, HOUR_MS)]
         devices.append({
             "serial": dev.serial,
             "product_type": dev.product_type,
@@ -64,6 +105,7 @@ def status(config: Config) -> dict[str, Any]:
             "last_error": info.get("last_error"),
             "last_error_ts": info.get("last_error_ts"),
             "samples_since_start": info.get("samples", 0),
+            **({"coverage_hourly": coverage} if coverage is not None else {}),
         })
     rows, size = backlog(config.data_dir)
     last_sync = read_last_sync(config.data_dir)
@@ -73,6 +115,7 @@ def status(config: Config) -> dict[str, Any]:
         "host": config.host or socket.gethostname(),
         "version": __version__,
         "now": store.format_ts(now_ms),
+        "poll_interval_s": config.poll_interval_s,
         "service_active": running,
         "pid": state.get("pid") if running else None,
         "started": started,
