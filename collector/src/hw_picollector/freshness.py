@@ -497,6 +497,8 @@ def run(config_path: str, fleet_path: Path, out_dir: Path, th: Thresholds, *,
         try:
             central = query_central(session, config.cassandra.keyspace, sites, now_ms,
                                     coverage_hours=coverage_hours)
+        except Exception as exc:  # the report is still written, with the local half
+            central_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         finally:
             cluster.shutdown()
     report = build_report(sites, central, now_ms, th, coverage_hours=coverage_hours,
