@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv lint test test-unit demo demo-down bench cassandra-up cassandra-down \
+.PHONY: help venv lint test test-unit test-molecule test-fleet demo demo-down bench cassandra-up cassandra-down \
         fleet-up fleet-down clean
 
 help:  ## list the commands
@@ -23,9 +23,17 @@ $(STAMP): collector/pyproject.toml tests/requirements.txt
 
 venv: $(STAMP)  ## Python environment with the collector and every tool
 
-lint: venv  ## ruff, mypy
+lint: venv  ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/ruff check --config collector/pyproject.toml collector/src tests
 	cd collector && ../$(BIN)/mypy
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --offline -q
+
+test-molecule: venv  ## the collector role on an nspawn host (needs root and make cassandra-up)
+	cd roles/collector && PATH=$(CURDIR)/$(BIN):$$PATH molecule test
+
+test-fleet: venv  ## end-to-end fault tests on the demo fleet (needs root; starts the demo)
+	$(PYTEST) -q -p no:cacheprovider tests/fleet
 
 test-unit: venv  ## fast tests: unit, device contract, store durability
 	$(PYTEST) -q tests/unit tests/contract tests/durability
@@ -33,7 +41,7 @@ test-unit: venv  ## fast tests: unit, device contract, store durability
 test: venv  ## every test (starts and stops what it needs)
 	bash tests/run-all.sh
 
-demo: venv  ## a simulated site: meters, collector, status
+demo: venv  ## a simulated fleet: Cassandra, 3 nspawn Pis, meters, site.yml, fleet report
 	bash tests/harness/demo.sh
 
 demo-down:  ## stop everything the demo started
