@@ -206,3 +206,46 @@ def test_reboot_brings_services_back_without_a_torn_file():
     # At most one flush interval (5 s) is lost before the stop, none after the start.
     assert max(gaps) <= (after - before) + 6, (max(gaps), after - before)
     audit_until(all_ok, 150, "every site ok after the reboot")
+
+
+def _vault_secrets() -> list[str]:
+    """Every per-Pi secret of the demo inventory, decrypted the way an operator would."""
+    import yaml
+
+    from tests.fleet.conftest import BIN, INVENTORY, VAULT_PASS
+
+    found: list[str] = []
+    for path in sorted(INVENTORY.glob("host_vars/*/vault.yml")):
+        data = yaml.safe_load(sh(BIN / "ansible-vault", "view", "--vault-password-file",
+                                 VAULT_PASS, path).stdout)
+        found.append(data["vault_hwpc_cassandra_password"])
+        found += list((data.get("vault_hwpc_device_tokens") or {}).values())
+    assert len(found) == 4 and all(len(s) >= 16 for s in found)
+    return found
+
+
+def test_no_secret_in_ansible_output_journal_or_config():
+    secrets = _vault_secrets()
+    for path in sorted((ROOT / "inventories" / "demo").rglob("vault.yml")):
+        assert path.read_text().startswith("$ANSIBLE_VAULT;"), f"{path} is not encrypted"
+    # A redeploy at -vvv that changes the secrets' files shows none of them.
+    on_host("pi3", "rm -f /etc/hw-picollector/credentials/cassandra "
+                   "/etc/hw-picollector/credentials/token-5c2fafa30002")
+    result = sh("bash", DEMO, "deploy", "--limit", "pi3", "-vvv")
+    assert "changed: [pi3]" in result.stdout
+    output = result.stdout + result.stderr
+    for secret in secrets:
+        assert secret not in output, "a secret in ansible-playbook -vvv output"
+    for host in SITES:
+        journal = on_host(host, "journalctl --no-pager -o cat").stdout
+        config = on_host(host, "cat /etc/hw-picollector/config.yml").stdout
+        for secret in secrets:
+            assert secret not in journal, f"a secret in {host}'s journal"
+            assert secret not in config, f"a secret in {host}'s config.yml"
+    # The credentials themselves: root-only files, handed to the units by systemd.
+    modes = on_host("pi3", "stat -c '%a %U %n' /etc/hw-picollector/credentials "
+                           "/etc/hw-picollector/credentials/*").stdout.split("\n")
+    assert all(m.startswith(("700 root", "600 root")) for m in modes if m), modes
+    wait_for(lambda: service_active("pi3", "hw-picollector.service"), timeout=60, interval=1,
+             what="the collector after the redeploy")
+    audit_until(all_ok, 150, "every site ok after the redeploy")
