@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv lint test test-unit test-molecule test-fleet demo demo-down bench cassandra-up cassandra-down \
+.PHONY: help venv deps lint test test-unit test-molecule test-fleet demo demo-down bench cassandra-up cassandra-down \
         fleet-up fleet-down clean
 
 help:  ## list the commands
@@ -22,6 +22,9 @@ $(STAMP): collector/pyproject.toml tests/requirements.txt
 	touch $@
 
 venv: $(STAMP)  ## Python environment with the collector and every tool
+
+deps:  ## Debian packages the demo and tests need (JDK 17, Maven, ...), when missing
+	bash tests/harness/deps.sh
 
 lint: venv  ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/ruff check --config collector/pyproject.toml collector/src tests
@@ -38,19 +41,19 @@ test-fleet: venv  ## end-to-end fault tests on the demo fleet (needs root; start
 test-unit: venv  ## fast tests: unit, device contract, store durability
 	$(PYTEST) -q tests/unit tests/contract tests/durability
 
-test: venv  ## every test (starts and stops what it needs)
+test: deps venv  ## every test (starts and stops what it needs)
 	bash tests/run-all.sh
 
-demo: venv  ## a simulated fleet: Cassandra, 3 nspawn Pis, meters, site.yml, fleet report
+demo: deps venv  ## a simulated fleet: Cassandra, 3 nspawn Pis, meters, site.yml, fleet report
 	bash tests/harness/demo.sh
 
 demo-down:  ## stop everything the demo started
 	bash tests/harness/demo.sh down
 
-bench: venv  ## benchmarks: figures and ratios to stdout and reports/bench-*.json
+bench: deps venv  ## benchmarks: figures and ratios to stdout and reports/bench-*.json
 	bash tests/bench/run.sh
 
-cassandra-up: venv  ## a real Cassandra 5.0 node on 127.0.0.1:9042
+cassandra-up: deps venv  ## a real Cassandra 5.0 node on 127.0.0.1:9042
 	bash tests/harness/cassandra/cassandra.sh up
 
 cassandra-down:  ## stop it

@@ -15,3 +15,4 @@ if ! bash "$CASSANDRA" status >/dev/null 2>&1; then
   started=1
 fi
 python tests/bench/bench_sync.py
+python tests/bench/bench_freshness.py

@@ -52,6 +52,15 @@ def test_healthy_fleet_passes_the_audit():
     assert (ROOT / "reports" / "freshness-latest.html").stat().st_size > 1000
 
 
+def test_site_yml_second_run_changes_nothing():
+    out = sh("bash", DEMO, "deploy").stdout
+    recap = out[out.index("PLAY RECAP"):]
+    changed = {line.split()[0]: int(line.split("changed=")[1].split()[0])
+               for line in recap.splitlines() if "changed=" in line}
+    assert set(changed) >= {"localhost", *SITES}, recap
+    assert changed == dict.fromkeys(changed, 0), recap
+
+
 def test_stopped_collector_makes_its_site_stale():
     ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=stopped")
     try:
