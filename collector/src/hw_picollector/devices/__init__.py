@@ -2,10 +2,11 @@
 
 - ``canonical``: payload → canonical sample (pure); ``errors``: the DeviceError hierarchy;
 - ``tls``: the HomeWizard CA and ``appliance/<id>/<serial>`` names;
-- ``client``: ``DeviceClient`` (v1 HTTP / v2 HTTPS); ``pair``: v2 token creation.
+- ``client``: ``DeviceClient`` (v1 HTTP / v2 HTTPS) over ``transport`` (one keep-alive
+  HTTP/1.1 connection per device); ``pair``: v2 token creation.
 
 Only the light modules are re-exported here, so ``import hw_picollector.devices`` stays cheap
-(``client`` and ``pair`` pull in requests).
+(``client``, ``transport`` and ``pair`` pull in sockets and ssl).
 """
 
 from hw_picollector.devices.canonical import ALL_COLUMNS, TEXT_COLUMNS, Sample, columns, to_sample

@@ -1,7 +1,8 @@
 """HTTP(S) client for one HomeWizard device: API v1 (HTTP, no auth) or v2 (HTTPS, Bearer token).
 
-One persistent connection per device (the devices dislike concurrent clients), exactly one HTTP
-attempt per call: the caller owns the retry schedule (see ``backoff_s``). Before the first
+One persistent connection per device (the devices dislike concurrent clients; see
+``transport``), exactly one HTTP attempt per call: the caller owns the retry schedule (see
+``backoff_s``). Before the first
 measurement, after any error or re-targeting, and at least every ``IDENTITY_RECHECK_S``, the
 client asks ``GET /api`` and refuses to return a sample when the serial is not the configured one.
 """
@@ -16,11 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from hw_picollector import __version__
-from hw_picollector.config import DeviceConfig, split_address
+from hw_picollector.config import DeviceConfig
 from hw_picollector.devices.canonical import Sample, to_sample
 from hw_picollector.devices.errors import (
     ApiDisabled,
@@ -31,15 +28,18 @@ from hw_picollector.devices.errors import (
     Unauthorized,
     Unreachable,
 )
-from hw_picollector.devices.tls import cert_hostname, client_context
+from hw_picollector.devices.tls import cert_hostname
+from hw_picollector.devices.transport import Connection, Response, base_url
 
 __all__ = [  # the errors too: callers catch them from here
     "IDENTITY_RECHECK_S",
     "ApiDisabled",
+    "Connection",
     "DeviceClient",
     "DeviceError",
     "DeviceInfo",
     "InvalidResponse",
+    "Response",
     "SerialMismatch",
     "TlsError",
     "Unauthorized",
@@ -47,9 +47,7 @@ __all__ = [  # the errors too: callers catch them from here
     "backoff_s",
     "base_url",
     "error_code",
-    "make_session",
     "parse_info",
-    "send",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,98 +87,7 @@ def backoff_s(consecutive_failures: int) -> float:
     return min(BACKOFF_CAP_S, 2.0 ** min(consecutive_failures - 1, 16))
 
 
-class _ApplianceTlsAdapter(HTTPAdapter):
-    """HTTPS to an IP or host name while checking the certificate for ``appliance/<id>/<serial>``.
-
-    urllib3 2 takes ``server_hostname`` (SNI and the name to check) apart from the host it connects
-    to. ``assert_hostname=None`` leaves the check to the ssl module (``check_hostname`` with the CN
-    fallback of our context); requests' own CA bundle is kept out of the pinned context.
-    """
-
-    def __init__(self, hostname: str, ca_file: str | None) -> None:
-        self._hostname = hostname
-        self._context = client_context(ca_file)
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
-
-    def _tls_kwargs(self) -> dict[str, Any]:
-        return {"cert_reqs": "CERT_REQUIRED", "ssl_context": self._context,
-                "server_hostname": self._hostname, "assert_hostname": None}
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                         **pool_kwargs: Any) -> None:
-        super().init_poolmanager(connections, maxsize, block,
-                                 **{**pool_kwargs, **self._tls_kwargs()})
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[Any, Any]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert)
-        kwargs = {k: v for k, v in pool_kwargs.items() if k not in ("ca_certs", "ca_cert_dir")}
-        return host_params, {**kwargs, **self._tls_kwargs()}
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        conn.cert_reqs = "CERT_REQUIRED"
-        conn.ca_certs = conn.ca_cert_dir = None  # else urllib3 loads certifi into our context
-
-
-def make_session(tls_hostname: str | None = None, ca_file: str | None = None) -> requests.Session:
-    """A session with one pooled connection and no automatic retries, proxies or netrc.
-
-    With ``tls_hostname``, HTTPS is verified against the HomeWizard CA (or ``ca_file``) for
-    that certificate name (API v2); without it the session is meant for plain HTTP (API v1).
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.headers["User-Agent"] = f"hw-picollector/{__version__}"
-    session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0))
-    if tls_hostname is not None:
-        session.mount("https://", _ApplianceTlsAdapter(tls_hostname, ca_file))
-    return session
-
-
-def base_url(address: str, api: str) -> str:
-    """``host[:port]`` → ``http://host`` (v1) or ``https://host:port`` (v2), no default port."""
-    scheme, default = ("https", 443) if api == "v2" else ("http", 80)
-    host, port = split_address(address)
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost useful cause of a requests/urllib3 error, e.g. ``Connection refused``."""
-    cur: BaseException = exc
-    for _ in range(12):
-        verify_message = getattr(cur, "verify_message", None)
-        if isinstance(verify_message, str) and verify_message:
-            return f"certificate verify failed: {verify_message}"
-        if isinstance(cur, OSError) and cur.strerror and not isinstance(cur, TimeoutError):
-            return cur.strerror
-        reason = getattr(cur, "reason", None)
-        nxt = reason if isinstance(reason, BaseException) else next(
-            (a for a in cur.args if isinstance(a, BaseException)), cur.__cause__ or cur.__context__)
-        if nxt is None or nxt is cur:
-            break
-        cur = nxt
-    return str(cur) or type(cur).__name__
-
-
-def send(session: requests.Session, method: str, url: str, serial: str, timeout_s: float,
-         **kwargs: Any) -> requests.Response:
-    """One HTTP attempt; transport failures become ``Unreachable`` or ``TlsError``."""
-    try:
-        return session.request(method, url, timeout=timeout_s, allow_redirects=False, **kwargs)
-    except requests.exceptions.SSLError as exc:
-        raise TlsError(serial, url, f"TLS failed: {_reason(exc)}") from exc
-    except requests.exceptions.Timeout as exc:
-        raise Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout") from exc
-    except requests.exceptions.ConnectionError as exc:
-        raise Unreachable(serial, url, f"cannot connect: {_reason(exc)}") from exc
-    except requests.exceptions.RequestException as exc:
-        raise InvalidResponse(serial, url, f"broken response: {_reason(exc)}") from exc
-
-
-def error_code(resp: requests.Response) -> str | None:
+def error_code(resp: Response) -> str | None:
     """The device's error: v2 ``"user:unauthorized"``, v1 ``"202 API not enabled"``, or None."""
     try:
         body = resp.json()
@@ -194,8 +101,8 @@ def error_code(resp: requests.Response) -> str | None:
     return None
 
 
-def _decode(resp: requests.Response, serial: str, api: str) -> Any:
-    url, status = resp.url, resp.status_code
+def _decode(resp: Response, serial: str, api: str) -> Any:
+    url, status = resp.url, resp.status
     if status == 401:
         raise Unauthorized(serial, url, f"token missing or invalid (HTTP 401); {PAIR_HINT}")
     if status == 403 and api == "v1":  # the documented body is {"error":{"id":202,...}}
@@ -222,20 +129,21 @@ class DeviceClient:
         self._address = address or dev.address
         self._token: str | None = None
         self._verified_at: float | None = None
-        self._session: requests.Session | None = None  # opened on first use
+        self._conn: Connection | None = None  # opened on first use
 
-    def _open_session(self) -> requests.Session:
-        if self._session is None:
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            assert self._address is not None
             if self.dev.api != "v2":
-                self._session = make_session()
+                self._conn = Connection(self._address)
             else:
                 hostname = cert_hostname(self.dev.product_type, self.dev.serial)
                 try:
-                    self._session = make_session(hostname, self.dev.ca_file)
+                    self._conn = Connection(self._address, hostname, self.dev.ca_file)
                 except OSError as exc:  # ssl.SSLError included: not a PEM certificate
                     raise TlsError(self.dev.serial, self.url,
                                    f"cannot load CA file {self.dev.ca_file}: {exc}") from exc
-        return self._session
+        return self._conn
 
     @property
     def address(self) -> str | None:
@@ -259,9 +167,9 @@ class DeviceClient:
         self.close()
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> DeviceClient:
         return self
@@ -296,8 +204,8 @@ class DeviceClient:
                 raise Unreachable(self.dev.serial, self.url, "set `address` in the config "
                                   "or let mDNS discovery find the device")
             headers = self._headers()
-            resp = send(self._open_session(), "GET", self.url + path, self.dev.serial,
-                        self.timeout_s, headers=headers)
+            resp = self._connection().request("GET", path, self.dev.serial, self.timeout_s,
+                                              headers=headers)
             return _decode(resp, self.dev.serial, self.dev.api)
         except DeviceError as exc:
             self._verified_at = None

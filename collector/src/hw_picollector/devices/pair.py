@@ -7,6 +7,7 @@ is allowed, so we POST every ``interval_s`` until the deadline.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import ssl
@@ -14,10 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-import requests
-
 from hw_picollector.config import split_address
-from hw_picollector.devices.client import base_url, error_code, make_session, send
+from hw_picollector.devices.client import error_code
 from hw_picollector.devices.errors import (
     InvalidResponse,
     PairingRefused,
@@ -32,6 +31,7 @@ from hw_picollector.devices.tls import (
     parse_cert_hostname,
     peer_cert_hostname,
 )
+from hw_picollector.devices.transport import Connection, Response, base_url
 
 log = logging.getLogger(__name__)
 
@@ -94,27 +94,28 @@ def pair(  # noqa: PLR0917 (the CLI contract's argument order)
     deadline = clock() + timeout_s
     hostname, serial = _hostname(address, product_type, serial, ca_file, min(timeout_s, 10.0))
     url = base_url(address, "v2") + "/api/user"
+    body = json.dumps({"name": name}).encode()
     answered = False
     log.info("%s at %s: press the device button (1-3 s) within %g s", serial, url, timeout_s)
-    with make_session(hostname, ca_file) as session:
+    with Connection(address, hostname, ca_file) as conn:
         while True:
             remaining = deadline - clock()
             try:
-                resp = send(session, "POST", url, serial, max(1.0, min(10.0, remaining)),
-                            json={"name": name}, headers={"X-Api-Version": "2"})
+                resp = conn.request("POST", "/api/user", serial, max(1.0, min(10.0, remaining)),
+                                    headers={"X-Api-Version": "2"}, body=body)
             except Unreachable:
                 if not answered:  # never reached it: a wrong address, not a hiccup
                     raise
             else:
                 answered = True
                 code = error_code(resp)
-                if resp.status_code == 200:
+                if resp.status == 200:
                     return _token(resp, serial, url)
                 if code != "user:creation-not-enabled":
                     known = _REFUSALS.get(code or "")
                     detail = (known.format(name=name) if known
-                              else f"HTTP {resp.status_code} ({code})")
-                    state = re.sub(r"[^a-z0-9]+", "_", code or f"http_{resp.status_code}")
+                              else f"HTTP {resp.status} ({code})")
+                    state = re.sub(r"[^a-z0-9]+", "_", code or f"http_{resp.status}")
                     raise PairingRefused(serial, url, detail, state)
             if clock() >= deadline:
                 raise PairingTimeout(serial, url, f"the button was not pressed within "
@@ -122,7 +123,7 @@ def pair(  # noqa: PLR0917 (the CLI contract's argument order)
             sleep(max(0.0, min(interval_s, deadline - clock())))
 
 
-def _token(resp: requests.Response, serial: str, url: str) -> str:
+def _token(resp: Response, serial: str, url: str) -> str:
     try:
         body = resp.json()
     except ValueError:
