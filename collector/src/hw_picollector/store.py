@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -38,12 +39,34 @@ def format_ts(ts_ms: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
 
 
+_TS = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\.(\d{3})Z", re.ASCII)
+_DAY_MS: dict[str, int] = {}
+
+
+def _day_ms(day: str) -> int:
+    """``YYYY-MM-DD`` → milliseconds at 00:00 UTC; ValueError for a date that does not exist."""
+    start = _DAY_MS.get(day)
+    if start is None:
+        start = int(datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
+                    .timestamp()) * 1000
+        if len(_DAY_MS) >= 4096:  # a store spans few days; never grow without bound
+            _DAY_MS.clear()
+        _DAY_MS[day] = start
+    return start
+
+
 def parse_ts(text: str) -> int:
-    """``2026-11-26T08:43:23.123Z`` → milliseconds since the epoch (strict format)."""
-    if len(text) != 24 or text[-1] != "Z" or text[19] != ".":
+    """``2026-11-26T08:43:23.123Z`` → milliseconds since the epoch (strict format).
+
+    Runs for every row the sync reads, so no strptime: one anchored pattern, the day's
+    start from a small cache, and the time of day added up.
+    """
+    match = _TS.fullmatch(text)
+    if match is None:
         raise ValueError(f"not an ISO 8601 UTC timestamp with milliseconds: {text!r}")
-    base = datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    return int(base.timestamp()) * 1000 + int(text[20:23])
+    day, hours, minutes, seconds, millis = match.groups()
+    return (_day_ms(day) + int(hours) * 3_600_000 + int(minutes) * 60_000
+            + int(seconds) * 1000 + int(millis))
 
 
 def day_of(ts_ms: int) -> str:
@@ -81,7 +104,7 @@ def _valid_line(line: bytes, width: int) -> bool:
     try:
         fields = next(csv.reader([line.decode("utf-8")]))
         parse_ts(fields[0])
-    except (ValueError, StopIteration, UnicodeDecodeError):
+    except (ValueError, StopIteration, UnicodeDecodeError, IndexError):
         return False
     return len(fields) == width
 
@@ -133,23 +156,82 @@ def last_row(path: Path) -> tuple[int, dict[str, str]] | None:
     return None
 
 
-def read_rows(path: Path, start: int = 0, end: int | None = None
-              ) -> Iterator[tuple[int, list[str], list[str]]]:
-    """Complete rows of a day file between byte offsets: (end offset, header, fields).
+def read_header(path: Path) -> list[str]:
+    """A day file's column names (``ts``, ..., ``extra``)."""
+    with path.open("rb") as fh:
+        return fh.readline().decode("utf-8").rstrip("\n").split(",")
+
+
+SCAN_BLOCK = 1 << 18
+Row = tuple[int, int, list[str]]
+
+
+def scan(path: Path, start: int = 0, end: int | None = None, block: int = SCAN_BLOCK
+         ) -> Iterator[Row]:
+    """Complete rows of a day file between byte offsets: (end offset, ts in ms, fields).
 
     Reading stops at the first incomplete or damaged line: what lies beyond is not yet
     durable (the collector appends whole lines and repairs a torn tail before writing).
+    The file is read a block at a time, so memory stays flat whatever its size.
     """
     with path.open("rb") as fh:
-        header = fh.readline().decode("utf-8").rstrip("\n").split(",")
+        width = len(fh.readline().decode("utf-8").rstrip("\n").split(","))
         offset = max(start, fh.tell())
+        limit = fh.seek(0, os.SEEK_END) if end is None else end
         fh.seek(offset)
-        data = fh.read(None if end is None else max(0, end - offset))
-    for line in data.splitlines(keepends=True):
-        if not _valid_line(line, len(header)):
-            return
-        offset += len(line)
-        yield offset, header, next(csv.reader([line.decode("utf-8")]))
+        read = offset
+        tail = b""
+        while read < limit:
+            chunk = fh.read(min(block, limit - read))
+            if not chunk:
+                return
+            read += len(chunk)
+            data = tail + chunk if tail else chunk
+            cut = data.rfind(b"\n") + 1
+            tail = data[cut:]
+            if not cut:
+                continue
+            rows, intact = _parse_block(data[:cut], offset, width)
+            yield from rows
+            if not intact:
+                return
+            offset += cut
+
+
+def _parse_block(data: bytes, offset: int, width: int) -> tuple[list[Row], bool]:
+    """Rows of whole lines; False as soon as one is damaged (the rows before it stand)."""
+    rows: list[Row] = []
+    if data.isascii() and b'"' not in data and b"\r" not in data and b"\x00" not in data:
+        # The common case: numbers, timestamps, no quotes. The csv module would give the
+        # same fields; a byte is a character, so offsets add up from the lengths.
+        lines = data.decode("ascii").split("\n")
+        lines.pop()  # the block ends with a newline
+        for line in lines:
+            fields = line.split(",")
+            if len(fields) != width:
+                return rows, False
+            try:
+                ts = parse_ts(fields[0])
+            except ValueError:
+                return rows, False
+            offset += len(line) + 1
+            rows.append((offset, ts, fields))
+        return rows, True
+    for raw in data.splitlines(keepends=True):
+        if not _valid_line(raw, width):
+            return rows, False
+        fields = next(csv.reader([raw.decode("utf-8")]))
+        offset += len(raw)
+        rows.append((offset, parse_ts(fields[0]), fields))
+    return rows, True
+
+
+def read_rows(path: Path, start: int = 0, end: int | None = None
+              ) -> Iterator[tuple[int, list[str], list[str]]]:
+    """Complete rows of a day file between byte offsets: (end offset, header, fields)."""
+    header = read_header(path)
+    for offset, _ts, fields in scan(path, start, end):
+        yield offset, header, fields
 
 
 def row_ending_at(path: Path, offset: int) -> tuple[list[str], list[str]] | None:

@@ -10,13 +10,19 @@ How exactly-once holds, whatever fails in between:
 - a failure leaves the checkpoint where it was and the store untouched: nothing is marked
   synced, nothing is deleted.
 
-Rows are sent as per-partition unlogged batches (one device-day is one partition), sized
-below Cassandra's batch warning threshold, many in flight at once; never a batch across
-partitions, never CQL built from values.
+Rows are sent as per-partition unlogged batches (one device-day file is one partition) of
+at most ``batch_rows`` rows: one mutation each, which Cassandra keeps out of its batch size
+warnings (those guard batches across partitions). Never a batch across partitions, never
+CQL built from values. The files are streamed: a block is read, its rows encoded straight
+to wire form (see batches.py) and sent, with at most ``concurrency`` batches in flight
+across files; acknowledgements may arrive in any order, and a file's checkpoint advances
+only over the contiguous run of acknowledged batches from its start. Memory stays flat
+whatever the backlog.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -24,16 +30,19 @@ import math
 import os
 import shutil
 import socket
+import struct
 import sys
 import time
 from array import array
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import __version__, checkpoints, store
+from hw_picollector import __version__, batches, checkpoints, store
+from hw_picollector.batches import UNSET, Encoded, value
 from hw_picollector.cassandra_session import DatabaseError, connect, explain
 from hw_picollector.checkpoints import Checkpoint
 from hw_picollector.config import Config
@@ -42,11 +51,13 @@ from hw_picollector.schema import MEASUREMENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 4000
-RETRIES = 5
+CHECKPOINT_ROWS = 4000  # acknowledged rows between two checkpoint writes of a day file
+MAX_BATCH_BYTES = 64 << 10  # one partition's batch; far below max_mutation_size
+MAX_SHAPES = 64  # INSERTs prepared per set of non-empty columns; beyond, unset markers
 SITE_POWER_DIR = "_site_power"
 CLOSED_AFTER = timedelta(hours=1)  # a UTC day gets no more rows this long after it ended
 DAY_S = 86400
+GZIP_LEVEL = 6
 
 
 @dataclass
@@ -77,6 +88,153 @@ def _fsynced_size(path: Path) -> int:
         os.close(fd)
 
 
+def _extra_values(fields: list[str], others: list[tuple[int, str]]) -> dict[str, float]:
+    """The row's ``extra`` map: numeric columns the table lacks, then the JSON column."""
+    extra: dict[str, float] = {}
+    for i, name in others:
+        if fields[i] != "":
+            try:
+                extra[name] = float(fields[i])
+            except ValueError:
+                continue
+    text = fields[-1]
+    if text:
+        for key, number in json.loads(text).items():
+            if isinstance(number, int | float) and not isinstance(number, bool):
+                extra[key] = float(number)
+    return extra
+
+
+def _check_types(stmt: Any, table: str, kinds: dict[str, str]) -> None:
+    """The prepared columns have the types the encoding writes (else: schema drift)."""
+    for col in stmt.column_metadata:
+        want = kinds.get(col.name)
+        got = getattr(col.type, "typename", "?")
+        if want == "map":
+            ok = got == "map"
+        else:
+            ok = got == want or (want == "text" and got in ("varchar", "text"))
+        if not ok:
+            raise DatabaseError(f"column {table}.{col.name} is {col.type.cql_parameterized_type()}"
+                                f", expected {want} (run: hwpc db check)")
+
+
+_MEASUREMENT_KINDS = {
+    "site_id": "text", "device_id": "text", "day": "date", "ts": "timestamp", "extra": "map",
+    **{c: "text" if c in TEXT_COLUMNS else "double" for c in MEASUREMENT_COLUMNS}}
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """A batch in flight and the file position it acknowledges once Cassandra has it."""
+
+    offset: int
+    last_ts: str
+    rows: int
+    done: bool = False
+
+
+@dataclass(eq=False)
+class _FileTrack:
+    """One day file: acknowledged batches advance its checkpoint as a contiguous prefix."""
+
+    serial: str
+    day: str
+    path: Path
+    acked: Checkpoint
+    written: Checkpoint
+    pending: deque[_Ticket] = field(default_factory=deque)
+    end: int | None = None  # set when the file has been read: its size then
+
+
+@dataclass(eq=False)
+class _DayTrack:
+    """One day of site_power: its checkpoint moves once every batch of it was acknowledged."""
+
+    day: str
+    frontier: int
+    rows_before: int
+    rows: int = 0
+    batches: int = 0
+    sent: bool = False
+
+
+class _FileEncoder:
+    """A day file's rows as pre-encoded INSERT entries for the file's partition.
+
+    One INSERT is prepared per set of non-empty columns (a meter's empty columns rarely
+    change), so a row carries only its values; doubles and the timestamp are packed in
+    one call. Past ``MAX_SHAPES`` sets, one INSERT with every column and unset markers.
+    """
+
+    def __init__(self, syncer: Syncer, serial: str, day: str, header: list[str]):
+        self.syncer = syncer
+        names = list(enumerate(header))[1:-1]
+        self.doubles = [i for i, c in names if c in MEASUREMENT_COLUMNS and c not in TEXT_COLUMNS]
+        self.texts = [i for i, c in names if c in TEXT_COLUMNS]
+        self.others = [(i, c) for i, c in names if c not in MEASUREMENT_COLUMNS]
+        self.header = header
+        self.key = [batches.text_bytes(syncer.config.site_id), batches.text_bytes(serial),
+                    batches.date_bytes(date.fromisoformat(day))]
+        self.key_values = b"".join(value(v) for v in self.key)
+        self.shapes: dict[tuple[tuple[int, ...], tuple[int, ...], bool],
+                          tuple[bytes, Callable[..., bytes] | None, Any]] = {}
+
+    def encode(self, ts: int, fields: list[str]) -> bytes:
+        doubles = [i for i in self.doubles if fields[i]]
+        texts = [i for i in self.texts if fields[i]] if self.texts else []
+        extra = _extra_values(fields, self.others) if self.others or fields[-1] else None
+        key = (tuple(doubles), tuple(texts), bool(extra))
+        shape = self.shapes.get(key)
+        if shape is None:
+            shape = self.shapes[key] = self._shape(*key)
+        prefix, pack, map_type = shape
+        if pack is None:  # the catch-all INSERT
+            return self._encode_full(prefix, map_type, ts, fields, extra)
+        args: list[Any] = [8] * (2 * len(doubles) + 2)  # [8, ts, 8, v1, 8, v2, ...]
+        args[1] = ts
+        args[3::2] = [float(fields[i]) for i in doubles]
+        row = prefix + pack(*args)
+        if texts:
+            row += b"".join(value(fields[i].encode("utf-8")) for i in texts)
+        if extra:
+            row += value(map_type.serialize(extra, self.syncer.protocol))
+        return row
+
+    def _shape(self, doubles: tuple[int, ...], texts: tuple[int, ...], extra: bool
+               ) -> tuple[bytes, Callable[..., bytes] | None, Any]:
+        if len(self.syncer.inserts) >= MAX_SHAPES and not self._known(doubles, texts, extra):
+            doubles, texts, extra = tuple(self.doubles), tuple(self.texts), True
+            full = True
+        else:
+            full = False
+        cols = [self.header[i] for i in (*doubles, *texts)] + (["extra"] if extra else [])
+        stmt = self.syncer.insert_for(tuple(cols))
+        prefix = batches.statement_prefix(stmt.query_id, len(cols) + 4) + self.key_values
+        map_type = stmt.column_metadata[-1].type if extra else None
+        if full:
+            return prefix, None, map_type
+        return prefix, struct.Struct(">iq" + "id" * len(doubles)).pack, map_type
+
+    def _known(self, doubles: tuple[int, ...], texts: tuple[int, ...], extra: bool) -> bool:
+        cols = [self.header[i] for i in (*doubles, *texts)] + (["extra"] if extra else [])
+        return tuple(cols) in self.syncer.inserts
+
+    def _encode_full(self, prefix: bytes, map_type: Any, ts: int, fields: list[str],
+                     extra: dict[str, float] | None) -> bytes:
+        parts = [prefix, value(struct.pack(">q", ts))]
+        parts += [value(struct.pack(">d", float(fields[i]))) if fields[i] else UNSET
+                  for i in self.doubles]
+        parts += [value(fields[i].encode("utf-8")) if fields[i] else UNSET for i in self.texts]
+        parts.append(value(map_type.serialize(extra, self.syncer.protocol)) if extra else UNSET)
+        return b"".join(parts)
+
+
+_SITE_ROW = struct.Struct(">iqididid").pack
+_TS_VALUE = struct.Struct(">iq").pack
+_DOUBLE_VALUE = struct.Struct(">id").pack
+
+
 class Syncer:
     def __init__(self, config: Config, session: Any, progress: bool = False):
         assert config.cassandra is not None
@@ -86,15 +244,22 @@ class Syncer:
         self.ks = self.cfg.keyspace
         self.progress = progress
         self.stats = RunStats()
-        self._inserts: dict[tuple[str, ...], Any] = {}
+        self.inserts: dict[tuple[str, ...], Any] = {}
         self.host = config.host or socket.gethostname()
         from cassandra.query import UNSET_VALUE
 
         self.unset = UNSET_VALUE
+        self.protocol = int(getattr(getattr(session, "cluster", None), "protocol_version", 5))
+        batches.install(session)
+        self.window = batches.Window(session, self.cfg.concurrency,
+                                     lambda exc: explain(exc, self.cfg, None))
         self._site_power = session.prepare(
             f"INSERT INTO {self.ks}.site_power (site_id, day, ts, grid_w, production_w, "
             "consumption_w) VALUES (?, ?, ?, ?, ?, ?)")
         self._site_power.is_idempotent = True
+        _check_types(self._site_power, "site_power", {
+            "site_id": "text", "day": "date", "ts": "timestamp", "grid_w": "double",
+            "production_w": "double", "consumption_w": "double"})
         self._device_latest = session.prepare(
             f"INSERT INTO {self.ks}.device_latest (site_id, device_id, product_type, role, ts, "
             "power_w, readings, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
@@ -105,122 +270,86 @@ class Syncer:
 
     # -- measurements ---------------------------------------------------------------------
 
-    def _insert_for(self, header: tuple[str, ...]) -> tuple[Any, list[str]]:
-        """Prepared INSERT for a file's header; columns the table lacks go to `extra`."""
-        if header not in self._inserts:
-            cols = [c for c in header[1:-1] if c in MEASUREMENT_COLUMNS]
-            names = ", ".join(["site_id", "device_id", "day", "ts", *cols, "extra"])
-            marks = ", ".join("?" * (len(cols) + 5))
+    def insert_for(self, cols: tuple[str, ...]) -> Any:
+        """Prepared INSERT of the key columns, `cols` and nothing else."""
+        stmt = self.inserts.get(cols)
+        if stmt is None:
+            names = ", ".join(["site_id", "device_id", "day", "ts", *cols])
+            marks = ", ".join("?" * (len(cols) + 4))
             stmt = self.session.prepare(
                 f"INSERT INTO {self.ks}.measurements ({names}) VALUES ({marks})")
             stmt.is_idempotent = True
-            self._inserts[header] = (stmt, cols)
-        stmt, cols = self._inserts[header]
-        return stmt, cols
+            _check_types(stmt, "measurements", _MEASUREMENT_KINDS)
+            self.inserts[cols] = stmt
+        return stmt
 
     def sync_file(self, serial: str, path: Path) -> None:
+        """Send the file's unacknowledged rows; its checkpoint follows the acknowledgements
+        (possibly after this returns: ``window.drain()`` waits for the last of them)."""
         day = path.stem
         end = _fsynced_size(path)
         cp = checkpoints.validated(path, checkpoints.read(self.config.data_dir, serial, day))
         if cp.complete and cp.offset == end:
             return
-        rows = store.read_rows(path, cp.offset, end)
-        chunk: list[tuple[int, list[str], list[str]]] = []
-        for item in rows:
-            chunk.append(item)
-            if len(chunk) >= CHUNK_ROWS:
-                cp = self._send_chunk(serial, day, chunk, cp)
-                chunk = []
-        if chunk:
-            cp = self._send_chunk(serial, day, chunk, cp)
-        closed = _day_closed(day, time.time())
-        if closed and cp.offset == end and not cp.complete:
+        track = _FileTrack(serial, day, path, cp, cp)
+        encoder = _FileEncoder(self, serial, day, store.read_header(path))
+        limit = max(1, self.cfg.batch_rows)
+        rows: list[bytes] = []
+        size = 0
+        for offset, ts, fields in store.scan(path, cp.offset, end):
+            row = encoder.encode(ts, fields)
+            rows.append(row)
+            size += len(row)
+            if len(rows) >= limit or size >= MAX_BATCH_BYTES:
+                self._send_rows(track, encoder, rows, offset, fields[0])
+                rows = []
+                size = 0
+        if rows:
+            self._send_rows(track, encoder, rows, offset, fields[0])
+        track.end = end
+        if not track.pending:
+            self._finish(track)
+
+    def _send_rows(self, track: _FileTrack, encoder: _FileEncoder, rows: list[bytes],
+                   offset: int, last_ts: str) -> None:
+        ticket = _Ticket(offset, last_ts, len(rows))
+        track.pending.append(ticket)
+        stmt = batches.batch(Encoded(b"".join(rows), len(rows)), self.ks, encoder.key)
+        self.window.send(stmt, functools.partial(self._acked, track, ticket))
+
+    def _acked(self, track: _FileTrack, ticket: _Ticket) -> None:
+        ticket.done = True
+        self.stats.rows += ticket.rows
+        acked = track.acked
+        while track.pending and track.pending[0].done:
+            first = track.pending.popleft()
+            acked = Checkpoint(first.offset, first.last_ts, acked.rows + first.rows)
+        track.acked = acked
+        if track.end is not None and not track.pending:
+            self._finish(track)
+        elif acked.rows - track.written.rows >= CHECKPOINT_ROWS:
+            checkpoints.write(self.config.data_dir, track.serial, track.day, acked)
+            track.written = acked
+        self._show_progress()
+
+    def _finish(self, track: _FileTrack) -> None:
+        """Every row read from the file is acknowledged: final checkpoint, closed days done."""
+        cp = track.acked
+        if _day_closed(track.day, time.time()) and cp.offset == track.end and not cp.complete:
             if cp.offset == 0:  # header only
-                with path.open("rb") as fh:
+                with track.path.open("rb") as fh:
                     cp = Checkpoint(len(fh.readline()), None, 0)
             cp = Checkpoint(cp.offset, cp.last_ts, cp.rows, complete=True)
-            checkpoints.write(self.config.data_dir, serial, day, cp)
+        if cp != track.written:
+            checkpoints.write(self.config.data_dir, track.serial, track.day, cp)
+            track.written = cp
         self.stats.files += 1
-
-    def _send_chunk(self, serial: str, day: str, chunk: list[tuple[int, list[str], list[str]]],
-                    cp: Checkpoint) -> Checkpoint:
-        from cassandra.query import BatchStatement, BatchType
-
-        header = tuple(chunk[0][1])
-        stmt, cols = self._insert_for(header)
-        index = {name: i for i, name in enumerate(header)}
-        site = self.config.site_id
-        day_value = date.fromisoformat(day)
-        statements: list[Any] = []
-        batch = None
-        for _offset, _header, fields in chunk:
-            ts_ms = store.parse_ts(fields[0])
-            params: list[Any] = [site, serial, day_value, ts_ms]
-            for col in cols:
-                text = fields[index[col]]
-                if text == "":
-                    params.append(self.unset)
-                elif col in TEXT_COLUMNS:
-                    params.append(text)
-                else:
-                    params.append(float(text))
-            extra = self._extra(fields, header, index)
-            params.append(extra if extra else self.unset)
-            # One partition per file: a single-partition batch is one mutation, exempt from
-            # the batch size thresholds (those guard multi-partition batches).
-            if batch is None or len(batch) >= self.cfg.batch_rows:
-                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                batch.is_idempotent = True
-                statements.append(batch)
-            batch.add(stmt, params)
-        self._execute(statements)
-        last = chunk[-1]
-        cp = Checkpoint(last[0], last[2][0], cp.rows + len(chunk))
-        checkpoints.write(self.config.data_dir, serial, day, cp)
-        self.stats.rows += len(chunk)
-        self._show_progress()
-        return cp
 
     @staticmethod
     def _extra(fields: list[str], header: tuple[str, ...], index: dict[str, int]
                ) -> dict[str, float]:
-        extra: dict[str, float] = {}
-        for col in header[1:-1]:
-            if col not in MEASUREMENT_COLUMNS and fields[index[col]] != "":
-                try:
-                    extra[col] = float(fields[index[col]])
-                except ValueError:
-                    continue
-        text = fields[-1]
-        if text:
-            for key, value in json.loads(text).items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    extra[key] = float(value)
-        return extra
-
-    def _execute(self, statements: list[Any]) -> None:
-        """Send with bounded concurrency; retry what failed with backoff; raise if it keeps
-        failing (the caller then leaves the checkpoint where it was)."""
-        from cassandra.concurrent import execute_concurrent
-
-        pending = statements
-        for attempt in range(RETRIES + 1):
-            results = execute_concurrent(self.session, [(s, None) for s in pending],
-                                         concurrency=self.cfg.concurrency,
-                                         raise_on_first_error=False)
-            failed = [(s, r.result_or_exc) for s, r in zip(pending, results, strict=True)
-                      if not r.success]
-            if not failed:
-                return
-            if attempt == RETRIES:
-                raise DatabaseError(explain(failed[0][1], self.cfg, None) +
-                                    f" ({len(failed)} writes still failing after "
-                                    f"{RETRIES} retries)")
-            delay = min(2.0 ** attempt, 16.0)
-            log.warning("%d of %d writes failed (%s); retrying in %.0f s", len(failed),
-                        len(pending), type(failed[0][1]).__name__, delay)
-            time.sleep(delay)
-            pending = [s for s, _ in failed]
+        others = [(index[c], c) for c in header[1:-1] if c not in MEASUREMENT_COLUMNS]
+        return _extra_values(fields, others)
 
     # -- device_latest, site_power, heartbeat ---------------------------------------------
 
@@ -278,12 +407,10 @@ class Syncer:
             if frontier <= upto:
                 continue
             series = {s: self._power_series(s, day) for s in grid + prod}
-            rows = balance(series, grid, prod, upto, frontier)
-            self._write_site_rows(day, rows)
-            checkpoints.write(data_dir, SITE_POWER_DIR, day,
-                              Checkpoint(frontier, None, done.rows + len(rows),
-                                         complete=frontier >= DAY_S))
-            self.stats.site_power_rows += len(rows)
+            track = _DayTrack(day, frontier, done.rows)
+            self._write_site_rows(track, _balanced(series, grid, prod, upto, frontier))
+            del series
+        self.window.drain()
 
     def _frontier(self, serial: str, day: str, days: list[str], now: float) -> int:
         """Seconds into `day` up to which this device's synced rows are final."""
@@ -305,37 +432,62 @@ class Syncer:
         path = store.device_dir(self.config.data_dir, serial) / f"{day}.csv"
         if not path.exists():
             return series
+        header = store.read_header(path)
+        if "power_w" not in header:
+            return series
+        column = header.index("power_w")
         cp = checkpoints.read(self.config.data_dir, serial, day)
-        start = _day_start_s(day)
-        column = -1
-        for _offset, header, fields in store.read_rows(path, 0, cp.offset):
-            if column < 0:
-                if "power_w" not in header:
-                    return series
-                column = header.index("power_w")
-            if fields[column] != "":
-                second = store.parse_ts(fields[0]) // 1000 - start
+        start_ms = _day_start_s(day) * 1000
+        for _offset, ts, fields in store.scan(path, 0, cp.offset):
+            text = fields[column]
+            if text != "":
+                second = (ts - start_ms) // 1000
                 if 0 <= second < DAY_S:
-                    series[second] = float(fields[column])
+                    series[second] = float(text)
         return series
 
-    def _write_site_rows(self, day: str, rows: list[tuple[int, float | None, float | None,
-                                                          float | None]]) -> None:
-        from cassandra.query import BatchStatement, BatchType
+    def _write_site_rows(self, track: _DayTrack, rows: Iterator[
+            tuple[int, float | None, float | None, float | None]]) -> None:
+        day_value = batches.date_bytes(date.fromisoformat(track.day))
+        site = batches.text_bytes(self.config.site_id)
+        key = [site, day_value]
+        prefix = (batches.statement_prefix(self._site_power.query_id, 6) + value(site)
+                  + value(day_value))
+        start_ms = _day_start_s(track.day) * 1000
+        limit = max(1, self.cfg.batch_rows)
+        chunk: list[bytes] = []
+        for second, g, p, c in rows:
+            ts = start_ms + second * 1000
+            if g is not None and p is not None and c is not None:
+                chunk.append(prefix + _SITE_ROW(8, ts, 8, g, 8, p, 8, c))
+            else:
+                chunk.append(b"".join((prefix, _TS_VALUE(8, ts), *(
+                    UNSET if v is None else _DOUBLE_VALUE(8, v) for v in (g, p, c)))))
+            if len(chunk) >= limit:
+                self._send_site_rows(track, key, chunk)
+                chunk = []
+        if chunk:
+            self._send_site_rows(track, key, chunk)
+        track.sent = True
+        if not track.batches:
+            self._site_day_done(track)
 
-        day_value = date.fromisoformat(day)
-        start_ms = _day_start_s(day) * 1000
-        statements: list[Any] = []
-        for i in range(0, len(rows), 60):
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            batch.is_idempotent = True
-            for second, g, p, c in rows[i:i + 60]:
-                batch.add(self._site_power, (
-                    self.config.site_id, day_value, start_ms + second * 1000,
-                    self.unset if g is None else g, self.unset if p is None else p,
-                    self.unset if c is None else c))
-            statements.append(batch)
-        self._execute(statements)
+    def _send_site_rows(self, track: _DayTrack, key: list[bytes], chunk: list[bytes]) -> None:
+        track.batches += 1
+        track.rows += len(chunk)
+        stmt = batches.batch(Encoded(b"".join(chunk), len(chunk)), self.ks, key)
+        self.window.send(stmt, functools.partial(self._site_acked, track))
+
+    def _site_acked(self, track: _DayTrack) -> None:
+        track.batches -= 1
+        if track.sent and not track.batches:
+            self._site_day_done(track)
+
+    def _site_day_done(self, track: _DayTrack) -> None:
+        checkpoints.write(self.config.data_dir, SITE_POWER_DIR, track.day,
+                          Checkpoint(track.frontier, None, track.rows_before + track.rows,
+                                     complete=track.frontier >= DAY_S))
+        self.stats.site_power_rows += track.rows
 
     def write_heartbeat(self, error: str | None) -> None:
         from hw_picollector import health
@@ -378,19 +530,26 @@ def balance(series: dict[str, array[float]], grid: list[str], prod: list[str], u
     grid_w + production_w. A device without a sample in a second leaves its part (and the
     consumption) empty for that second; a second without any sample is skipped.
     """
-    out: list[tuple[int, float | None, float | None, float | None]] = []
+    return list(_balanced(series, grid, prod, upto, frontier))
+
+
+def _balanced(series: dict[str, array[float]], grid: list[str], prod: list[str], upto: int,
+              frontier: int) -> Iterator[tuple[int, float | None, float | None, float | None]]:
+    """``balance`` one second at a time (a day of tuples is never held at once)."""
+    grids = [series[s] for s in grid]
+    prods = [series[s] for s in prod]
+    isnan = math.isnan
     for second in range(max(upto, 0), min(frontier, DAY_S)):
-        g_parts = [series[s][second] for s in grid]
-        p_parts = [series[s][second] for s in prod]
-        g = None if any(math.isnan(v) for v in g_parts) else sum(g_parts)
-        p = None if any(math.isnan(v) for v in p_parts) else -sum(p_parts)
-        if g is None and (p is None or not prod):
+        g_parts = [a[second] for a in grids]
+        p_parts = [a[second] for a in prods]
+        g = None if any(isnan(v) for v in g_parts) else sum(g_parts)
+        p = None if any(isnan(v) for v in p_parts) else -sum(p_parts)
+        if g is None and (p is None or not prods):
             continue
-        if not prod:
+        if not prods:
             p = 0.0
         c = g + p if g is not None and p is not None else None
-        out.append((second, g, p + 0.0 if p is not None else None, c))
-    return out
+        yield second, g, p + 0.0 if p is not None else None, c
 
 
 def pending_files(data_dir: Path) -> Iterator[tuple[str, Path]]:
@@ -412,7 +571,8 @@ def retention(config: Config, now: datetime | None = None) -> tuple[int, int]:
             if not cp.complete or cp.offset != path.stat().st_size:
                 continue
             gz = path.with_suffix(".csv.gz")
-            with path.open("rb") as src, gzip.open(gz.with_suffix(".tmp"), "wb") as dst:
+            with path.open("rb") as src, \
+                    gzip.open(gz.with_suffix(".tmp"), "wb", compresslevel=GZIP_LEVEL) as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(gz.with_suffix(".tmp"), gz)
             path.unlink()
@@ -435,6 +595,7 @@ def sync_once(config: Config, session: Any, progress: bool) -> RunStats:
     try:
         for serial, path in files:
             syncer.sync_file(serial, path)
+        syncer.window.drain()  # every checkpoint final before device_latest and site_power
         syncer.write_latest()
         syncer.write_site_power()
     except DatabaseError as exc:
