@@ -347,3 +347,19 @@ def test_sample_is_immutable() -> None:
     s = to_sample("HWE-BAT", {"power_w": 1})
     with pytest.raises(AttributeError):
         s.values = {}  # type: ignore[misc]
+
+
+def test_key_routes_are_remembered_per_type_and_bounded() -> None:
+    """to_sample remembers where each payload key goes; the answer never depends on it."""
+    payload = load("v1/HWE-P1-real-2024")
+    first, again = to_sample("HWE-P1", payload), to_sample("HWE-P1", payload)
+    assert first == again
+    # the same key is a column for one type and extra for another
+    assert to_sample("HWE-KWH1", {"tariff": 2}).extra == {"tariff": 2.0}
+    assert to_sample("HWE-P1", {"tariff": 2}).values == {"tariff": 2.0}
+    # a device inventing keys forever does not grow memory without bound
+    for n in range(2000):
+        assert to_sample("HWE-WTR", {f"made_up_{n}_w": 1}).extra == {f"made_up_{n}_w": 1.0}
+    from hw_picollector.devices import canonical
+
+    assert len(canonical._ROUTES["HWE-WTR"][1]) <= canonical._ROUTES_MAX

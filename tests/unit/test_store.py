@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -155,3 +156,37 @@ def test_read_rows_stops_at_incomplete_line(tmp_path: Path) -> None:
     assert [r[2][1] for r in rows] == ["1", "2", "3"]
     offset = rows[1][0]
     assert [r[2][1] for r in store.read_rows(path, offset)] == ["3"]
+
+
+@pytest.mark.parametrize("values", [
+    {"power_w": 203.0, "energy_import_kwh": 18664.997, "gas_ts": "2025-11-26T08:40:00"},
+    {"power_w": -0.0, "energy_import_kwh": 1e16, "gas_ts": "a,b"},
+    {"power_w": 1e-7, "gas_ts": 'quote " inside'},
+    {"power_w": float("inf"), "gas_ts": "line\nbreak", "other_w": 2.0},
+    {"gas_ts": "tab\there", "note": "text is never extra"},
+    {"power_w": 5.0, "x,y": 1.0, 'q"k': 2.5},
+    {},
+])
+def test_row_encoding_is_exactly_the_csv_modules(values: dict[str, float | str]) -> None:
+    """The fast path writes numbers and plain text itself: byte for byte what csv.writer does."""
+    s = store.Store(Path("/nonexistent"), cols)
+    dev = store._Device("aaaaaaaaaaaa", COLS)
+    extra = {"foo": 1.5} if "other_w" in values else {}
+    line = s._encode(dev, 1_764_146_603_123, values, extra)
+    row = [store.format_ts(1_764_146_603_123)]
+    row += ["" if values.get(c) is None else store.format_value(values[c]) for c in COLS]
+    more = {k: v for k, v in values.items() if k not in COLS and not isinstance(v, str)}
+    more.update(extra)
+    row.append(json.dumps(more, sort_keys=True, separators=(",", ":")) if more else "")
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerow(row)
+    assert line == expected.getvalue()
+    assert next(csv.reader([line]))[1:4] == row[1:4]
+
+
+def test_day_of_and_format_ts_at_the_edges() -> None:
+    midnight = 1_764_115_200_000  # 2025-11-26T00:00:00Z
+    assert store.day_of(midnight - 1) == "2025-11-25" and store.day_of(midnight) == "2025-11-26"
+    assert store.format_ts(midnight - 1) == "2025-11-25T23:59:59.999Z"
+    assert store.format_ts(midnight) == "2025-11-26T00:00:00.000Z"
+    assert store.format_ts(0) == "1970-01-01T00:00:00.000Z"

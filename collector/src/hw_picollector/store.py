@@ -16,6 +16,7 @@ Durability rules, in one place:
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -33,10 +34,15 @@ TAIL_SCAN = 1 << 16
 MAX_PENDING_ROWS = 3600  # per device: one hour at 1 Hz held in memory while the disk is full
 
 
+@functools.lru_cache(maxsize=16)
+def _second_text(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def format_ts(ts_ms: int) -> str:
     """Milliseconds since the epoch → ``2026-11-26T08:43:23.123Z``."""
     seconds, ms = divmod(ts_ms, 1000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+    return f"{_second_text(seconds)}.{ms:03d}Z"
 
 
 _TS = re.compile(r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)\.(\d{3})Z", re.ASCII)
@@ -69,8 +75,14 @@ def parse_ts(text: str) -> int:
             + int(seconds) * 1000 + int(millis))
 
 
+@functools.lru_cache(maxsize=8)
+def _day_text(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86_400, UTC).strftime("%Y-%m-%d")
+
+
 def day_of(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms // 1000, UTC).strftime("%Y-%m-%d")
+    """The UTC day of a timestamp, ``YYYY-MM-DD``."""
+    return _day_text(ts_ms // 86_400_000)
 
 
 def format_value(value: float | str | None) -> str:
@@ -79,6 +91,16 @@ def format_value(value: float | str | None) -> str:
     if isinstance(value, float):
         return repr(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
     return str(value)
+
+
+_CSV_SPECIAL = frozenset(',"\r\n\x00')
+
+
+def _csv_line(row: list[str]) -> str:
+    """One CSV line, exactly as ``csv.writer(lineterminator="\\n")`` writes it."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(row)
+    return buf.getvalue()
 
 
 def device_dir(data_dir: Path, serial: str) -> Path:
@@ -261,10 +283,14 @@ class _DayFile:
 class _Device:
     serial: str
     columns: tuple[str, ...]
+    column_set: frozenset[str] = field(init=False)
     last_ts: int = -1
     pending: list[tuple[int, str]] = field(default_factory=list)  # (ts_ms, csv line)
     day: _DayFile | None = None
     dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self.column_set = frozenset(self.columns)
 
 
 class DiskFullError(OSError):
@@ -316,18 +342,43 @@ class Store:
     def _encode(self, dev: _Device, ts_ms: int, values: dict[str, float | str],
                 extra: dict[str, float]) -> str:
         # Encoded against the device's current column set; re-encoded if a day file's
-        # header (fixed at its creation) turns out to differ.
+        # header (fixed at its creation) turns out to differ. Runs once per sample: numbers
+        # need no CSV quoting, so only text and the extra JSON are looked at.
         row = [format_ts(ts_ms)]
+        append = row.append
+        get = values.get
+        found = 0
+        text = False  # True: some field needs CSV quoting
         for col in dev.columns:
-            value = values.get(col)
-            row.append("" if value is None else value if type(value) is str
-                       else format_value(value))
-        more = {k: v for k, v in values.items() if k not in dev.columns and not isinstance(v, str)}
-        more.update(extra)
-        row.append(json.dumps(more, sort_keys=True, separators=(",", ":")) if more else "")
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(row)
-        return buf.getvalue()
+            value = get(col)
+            if value is None:
+                append("")
+                continue
+            found += 1
+            if type(value) is float:
+                append(repr(int(value)) if value.is_integer() and abs(value) < 1e15
+                       else repr(value))
+            elif type(value) is str:
+                append(value)
+                text = text or not _CSV_SPECIAL.isdisjoint(value)
+            else:
+                append(format_value(value))
+                text = True
+        if found < len(values):
+            more = {k: v for k, v in values.items()
+                    if k not in dev.column_set and not isinstance(v, str)}
+            more.update(extra)
+        else:
+            more = extra
+        if text:  # a character that needs quoting: let the csv module do it
+            append(json.dumps(more, sort_keys=True, separators=(",", ":")) if more else "")
+            return _csv_line(row)
+        if more:  # a JSON object always holds quotes: CSV-quoted, inner quotes doubled
+            blob = json.dumps(more, sort_keys=True, separators=(",", ":"))
+            append('"' + blob.replace('"', '""') + '"')
+        else:
+            append("")
+        return ",".join(row) + "\n"
 
     def pending_rows(self) -> int:
         return sum(len(d.pending) for d in self._devices.values())

@@ -14,6 +14,7 @@ API v1 ``/api/v1/data`` names are mapped onto them key by key, so a v1 payload, 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -137,6 +138,7 @@ _NOT_MEASUREMENTS = frozenset({
 _GAS_AND_EXTERNAL = frozenset({"total_gas_m3", "gas_timestamp", "external"})
 _V1_MARKERS = frozenset({"wifi_ssid", "wifi_strength", "smr_version"})
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S"
+_ROUTES_MAX = 512  # per product type: a device sending ever new keys must not grow memory
 
 
 def columns(product_type: str) -> tuple[str, ...]:
@@ -191,6 +193,19 @@ def timestamp(raw: Any) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=64, typed=True)
+def _timestamp_cached(raw: str | int | float) -> str | None:
+    return timestamp(raw)
+
+
+def _gas_timestamp(raw: Any) -> str | None:
+    """``timestamp`` for the gas reading, which repeats for minutes: parsed once per value."""
+    if type(raw) in (str, int, float):
+        return _timestamp_cached(raw)
+    return timestamp(raw)
+
+
+@functools.lru_cache(maxsize=64)
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
@@ -211,7 +226,7 @@ def _gas_and_water(payload: Mapping[str, Any], put: Callable[[str, float | str],
         if kind == "gas_meter" and nth == 1:
             gas = value
             put("gas_m3", value)
-            if (ts := timestamp(item.get("timestamp"))) is not None:
+            if (ts := _gas_timestamp(item.get("timestamp"))) is not None:
                 put("gas_ts", ts)
         elif kind == "water_meter" and nth == 1:
             put("water_m3", value)
@@ -224,33 +239,80 @@ def _gas_and_water(payload: Mapping[str, Any], put: Callable[[str, float | str],
         return
     if gas is None:
         put("gas_m3", legacy)
-        if (ts := timestamp(payload.get("gas_timestamp"))) is not None:
+        if (ts := _gas_timestamp(payload.get("gas_timestamp"))) is not None:
             put("gas_ts", ts)
     elif legacy != gas:  # two different first-gas readings: keep the legacy one as extra
         put("total_gas_m3", legacy)
 
 
+Route = tuple[str, bool] | None
+"""Where a payload key goes: (canonical name, is a column of the type), or None (not a value)."""
+
+_ROUTES: dict[str, tuple[frozenset[str], dict[str, Route]]] = {}
+
+
+def _route(key: str, wanted: frozenset[str]) -> Route:
+    if key in _NOT_MEASUREMENTS or key in _GAS_AND_EXTERNAL:
+        return None
+    name = canonical_name(key)
+    return name, name in wanted
+
+
+def _routes(product_type: str) -> tuple[frozenset[str], dict[str, Route]]:
+    plan = _ROUTES.get(product_type)
+    if plan is None:
+        plan = _ROUTES[product_type] = (frozenset(columns(product_type)), {})
+    return plan
+
+
 def to_sample(product_type: str, payload: Mapping[str, Any]) -> Sample:
-    """Map a v1 ``/api/v1/data`` or v2 ``/api/measurement`` payload to a canonical Sample."""
-    wanted = frozenset(columns(product_type))
+    """Map a v1 ``/api/v1/data`` or v2 ``/api/measurement`` payload to a canonical Sample.
+
+    Runs once per poll per device: each key's route (canonical name, column or extra) is
+    worked out once per product type and remembered.
+    """
+    wanted, routes = _routes(product_type)
     values: dict[str, float | str] = {}
     extra: dict[str, float] = {}
-
-    def put(name: str, value: float | str) -> None:
-        if name in wanted:
-            values.setdefault(name, value)
-        elif isinstance(value, float):
-            extra.setdefault(name, value)
-
+    value: float | None
     for key, raw in payload.items():
-        if key in _NOT_MEASUREMENTS or key in _GAS_AND_EXTERNAL:
+        try:
+            route = routes[key]
+        except KeyError:
+            route = _route(key, wanted)
+            if len(routes) < _ROUTES_MAX:
+                routes[key] = route
+        if route is None:
             continue
-        value = number(raw)
-        if value is None:
-            continue
-        name = canonical_name(key)
+        kind = type(raw)
+        if kind is float:
+            if raw - raw != 0.0:  # inf or nan
+                continue
+            value = raw
+        elif kind is int:
+            try:
+                value = float(raw)
+            except OverflowError:
+                continue
+        else:
+            value = number(raw)  # None, bool, text, containers; subclasses of int/float
+            if value is None:
+                continue
+        name, is_column = route
         if name == "tariff" and value not in (1.0, 2.0, 3.0, 4.0):
             continue
-        put(name, value)
-    _gas_and_water(payload, put)
+        if is_column:
+            if name not in values:
+                values[name] = value
+        elif name not in extra:
+            extra[name] = value
+    if "external" in payload or "total_gas_m3" in payload:
+
+        def put(name: str, value: float | str) -> None:
+            if name in wanted:
+                values.setdefault(name, value)
+            elif isinstance(value, float):
+                extra.setdefault(name, value)
+
+        _gas_and_water(payload, put)
     return Sample(values=values, extra=extra)
