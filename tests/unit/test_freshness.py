@@ -130,6 +130,10 @@ def test_hourly_coverage_expected_counts_and_local_central_values():
     assert [x["expected"] for x in cov] == [3600, 3600, 1800]   # the current hour: 30 min
     assert [x["local"] for x in cov] == [3000, 3000, 3000]
     assert [x["central"] for x in cov] == [3600, None, 1700]
+    c.hourly = {"aa01": {iso(hours[1])[:13]: 0, iso(hours[2])[:13]: 1700}}
+    cov = freshness.judge(site(st=st), c, NOW, TH, coverage_hours=3)["devices"][0][
+        "coverage_hourly"]
+    assert [x["central"] for x in cov] == [None, None, 1700], "before the first sample: no data"
     seconds_today = (NOW % 86_400_000) / 1000
     daily = e["devices"][0]["coverage_daily"][day]
     assert daily["expected"] == round(seconds_today)

@@ -242,7 +242,7 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
             state = "ok"
         local_hours = {c["hour"]: int(c["samples"])
                        for c in local.get(serial, {}).get("coverage_hourly", [])}
-        hourly = []
+        hourly: list[dict[str, Any]] = []
         for h in hours:
             key = iso(h)[:13]  # type: ignore[index]
             exp = expected_samples(h, h + HOUR_MS, now_ms, poll)
@@ -252,6 +252,13 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
                 "local": local_hours.get(key) if local_hours else None,
                 "central": central.hourly.get(serial, {}).get(key),
             })
+        # Hours before a series' first sample are "no data yet" (a Pi deployed an hour ago
+        # has no missing day behind it), not zero coverage.
+        for key in ("local", "central"):
+            for cell in hourly:
+                if cell[key]:
+                    break
+                cell[key] = None
         daily = {day: {"samples": n, "expected": round(expected_samples(
                      parse_iso(day + "T00:00:00Z") or 0,
                      (parse_iso(day + "T00:00:00Z") or 0) + DAY_MS, now_ms, poll)),
@@ -421,7 +428,7 @@ def render_html(report: dict[str, Any]) -> str:
           f"sync lag ≤ {report['thresholds']['sync_max_lag_s']:g} s, "
           f"heartbeat ≤ {report['thresholds']['heartbeat_max_age_s']:g} s"
           " · strips: share of expected samples per hour, last 24 h (local on the Pi, "
-          "central in Cassandra); grey = no data</p>",
+          "central in Cassandra); grey = before the first sample</p>",
     ]
     if report.get("central_error"):
         parts.append(f"<p class=why>central database: {esc(report['central_error'])}</p>")
