@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -372,3 +373,28 @@ def test_extra_json_and_unknown_columns_reach_the_map(tmp_path: Path) -> None:
     assert entry == reference_entry(stmt, ["SITE01", P1, date(2026, 1, 5),
                                            store.parse_ts(fields[0]), 1.0,
                                            {"odd_w": 2.5, "a": 1.0}])
+
+
+def test_power_series_from_the_sync_pass_equals_a_fresh_read(tmp_path: Path) -> None:
+    cfg = config(tmp_path, batch_rows=50)
+    old = date.today() - timedelta(days=3)
+    rows = p1_rows(400)
+    for i in range(0, 400, 9):
+        rows[i].pop("power_w")  # seconds without a power reading
+    write_day(cfg.data_dir, P1, old, rows, P1_COLUMNS)
+    write_day(cfg.data_dir, KWH, old, p1_rows(300), ("power_w", "voltage_v"))
+    session = FakeSession()
+    syncer = sync.Syncer(cfg, session)
+    for serial, path in sync.pending_files(cfg.data_dir):
+        syncer.sync_file(serial, path)
+    while session.pending:
+        session.complete_some()
+    syncer.window.drain()
+    assert len(syncer._series) == 2
+    fresh = sync.Syncer(cfg, FakeSession())
+    for serial in (P1, KWH):
+        kept = syncer._power_series(serial, str(old))
+        read = fresh._power_series(serial, str(old))
+        assert kept.tobytes() == read.tobytes()
+        assert sum(not math.isnan(v) for v in read) in (400 - 45, 300)
+    assert not syncer._series

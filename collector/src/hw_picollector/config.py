@@ -73,8 +73,8 @@ class CassandraConfig:
     replication: dict[str, Any] = field(
         default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1}
     )
-    concurrency: int = 64
-    batch_rows: int = 100
+    concurrency: int = 16  # sync: batches in flight (memory grows with it, throughput not)
+    batch_rows: int = 100  # sync: rows per single-partition batch
     request_timeout_s: float = 15.0
 
 
@@ -226,7 +226,7 @@ def _cassandra(path: str, raw: Any, errors: list[str]) -> CassandraConfig | None
         credentials_file=r.get("credentials_file", str),
         tls_ca_file=tls_reader.get("ca_file", str),
         tls_hostname=tls_reader.get("hostname", str),
-        concurrency=r.get("concurrency", int, 64),
+        concurrency=r.get("concurrency", int, 16),
         batch_rows=r.get("batch_rows", int, 100),
         request_timeout_s=r.positive("request_timeout_s", 15.0),
         **kwargs,

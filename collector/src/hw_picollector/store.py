@@ -61,6 +61,20 @@ def _day_ms(day: str) -> int:
     return start
 
 
+_MINUTE_MS: dict[str, int] = {}
+_SECONDS_MS = {f"{second:02d}": second * 1000 for second in range(60)}
+_MILLIS = {f"{milli:03d}": milli for milli in range(1000)}
+
+
+def _minute_ms(prefix: str) -> int:
+    """``YYYY-MM-DDTHH:MM:`` (already matched by ``_TS``) → milliseconds at its start."""
+    start = _day_ms(prefix[:10]) + int(prefix[11:13]) * 3_600_000 + int(prefix[14:16]) * 60_000
+    if len(_MINUTE_MS) >= 4096:
+        _MINUTE_MS.clear()
+    _MINUTE_MS[prefix] = start
+    return start
+
+
 def parse_ts(text: str) -> int:
     """``2026-11-26T08:43:23.123Z`` → milliseconds since the epoch (strict format).
 
@@ -184,7 +198,7 @@ def read_header(path: Path) -> list[str]:
         return fh.readline().decode("utf-8").rstrip("\n").split(",")
 
 
-SCAN_BLOCK = 1 << 18
+SCAN_BLOCK = 1 << 16
 Row = tuple[int, int, list[str]]
 
 
@@ -228,16 +242,31 @@ def _parse_block(data: bytes, offset: int, width: int) -> tuple[list[Row], bool]
         # same fields; a byte is a character, so offsets add up from the lengths.
         lines = data.decode("ascii").split("\n")
         lines.pop()  # the block ends with a newline
+        # A timestamp is "YYYY-MM-DDTHH:MM:" (a minute seen before, or checked in full by
+        # the pattern), "SS", ".", "mmm", "Z": the same strict format as parse_ts, looked up
+        # piecewise instead of parsed.
+        match = _TS.fullmatch
+        minutes, seconds, millis = _MINUTE_MS, _SECONDS_MS, _MILLIS
         for line in lines:
             fields = line.split(",")
             if len(fields) != width:
                 return rows, False
-            try:
-                ts = parse_ts(fields[0])
-            except ValueError:
+            text = fields[0]
+            start = minutes.get(text[:17])
+            if start is None:
+                if match(text) is None:
+                    return rows, False
+                try:
+                    start = _minute_ms(text[:17])
+                except ValueError:
+                    return rows, False
+            second = seconds.get(text[17:19])
+            milli = millis.get(text[20:23])
+            if second is None or milli is None or len(text) != 24 or text[19] != "." \
+                    or text[23] != "Z":
                 return rows, False
             offset += len(line) + 1
-            rows.append((offset, ts, fields))
+            rows.append((offset, start + second + milli, fields))
         return rows, True
     for raw in data.splitlines(keepends=True):
         if not _valid_line(raw, width):

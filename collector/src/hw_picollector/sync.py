@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ SITE_POWER_DIR = "_site_power"
 CLOSED_AFTER = timedelta(hours=1)  # a UTC day gets no more rows this long after it ended
 DAY_S = 86400
 GZIP_LEVEL = 6
+SERIES_KEPT = 8  # power_w series kept from reading day files for site_power (0.7 MB each)
 
 
 @dataclass
@@ -159,74 +161,125 @@ class _DayTrack:
     sent: bool = False
 
 
+class _Values(dict[str, bytes]):
+    """CSV text → its protocol ``[value]``, computed once. Readings repeat (an energy total
+    for minutes, a voltage to the tenth, a counter all day) and parsing a float is most of
+    what a row costs; a small bounded table catches nine repeats out of ten."""
+
+    def __init__(self, encode: Callable[[str], bytes], limit: int = 4096):
+        super().__init__()
+        self.encode = encode
+        self.limit = limit
+
+    def __missing__(self, text: str) -> bytes:
+        if len(self) >= self.limit:
+            self.clear()
+        data = self[text] = self.encode(text)
+        return data
+
+
+def _getter(indexes: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+    """fields → the fields at `indexes`, always as a tuple."""
+    if not indexes:
+        return lambda _fields: ()
+    if len(indexes) == 1:
+        only = indexes[0]
+        return lambda fields: (fields[only],)
+    return itemgetter(*indexes)
+
+
+@dataclass(frozen=True, eq=False)
+class _Shape:
+    """The INSERT for one set of non-empty columns, and how to pick a row's values for it."""
+
+    prefix: bytes  # statement entry header and the partition key values
+    present: Callable[[list[str]], tuple[str, ...]]  # fields it writes: all non-empty
+    absent: Callable[[list[str]], tuple[str, ...]]  # fields it leaves out: all empty
+    doubles: Callable[[list[str]], tuple[str, ...]]
+    texts: Callable[[list[str]], tuple[str, ...]] | None
+    extra: bool
+    map_type: Any
+    full: bool = False  # the catch-all INSERT: every column, empty ones unset
+
+
 class _FileEncoder:
     """A day file's rows as pre-encoded INSERT entries for the file's partition.
 
     One INSERT is prepared per set of non-empty columns (a meter's empty columns rarely
-    change), so a row carries only its values; doubles and the timestamp are packed in
-    one call. Past ``MAX_SHAPES`` sets, one INSERT with every column and unset markers.
+    change, so consecutive rows nearly always reuse the last one), and a row carries only
+    its values. Past ``MAX_SHAPES`` sets, one INSERT with every column and unset markers.
     """
 
     def __init__(self, syncer: Syncer, serial: str, day: str, header: list[str]):
         self.syncer = syncer
         names = list(enumerate(header))[1:-1]
-        self.doubles = [i for i, c in names if c in MEASUREMENT_COLUMNS and c not in TEXT_COLUMNS]
-        self.texts = [i for i, c in names if c in TEXT_COLUMNS]
+        self.double_idx = tuple(i for i, c in names
+                                if c in MEASUREMENT_COLUMNS and c not in TEXT_COLUMNS)
+        self.text_idx = tuple(i for i, c in names if c in TEXT_COLUMNS)
         self.others = [(i, c) for i, c in names if c not in MEASUREMENT_COLUMNS]
         self.header = header
         self.key = [batches.text_bytes(syncer.config.site_id), batches.text_bytes(serial),
                     batches.date_bytes(date.fromisoformat(day))]
         self.key_values = b"".join(value(v) for v in self.key)
-        self.shapes: dict[tuple[tuple[int, ...], tuple[int, ...], bool],
-                          tuple[bytes, Callable[..., bytes] | None, Any]] = {}
+        self.shapes: dict[tuple[tuple[int, ...], tuple[int, ...], bool], _Shape] = {}
+        self.last: _Shape | None = None
+        self.double_values = syncer.double_values
+        self.text_values = syncer.text_values
 
     def encode(self, ts: int, fields: list[str]) -> bytes:
-        doubles = [i for i in self.doubles if fields[i]]
-        texts = [i for i in self.texts if fields[i]] if self.texts else []
-        extra = _extra_values(fields, self.others) if self.others or fields[-1] else None
-        key = (tuple(doubles), tuple(texts), bool(extra))
-        shape = self.shapes.get(key)
-        if shape is None:
-            shape = self.shapes[key] = self._shape(*key)
-        prefix, pack, map_type = shape
-        if pack is None:  # the catch-all INSERT
-            return self._encode_full(prefix, map_type, ts, fields, extra)
-        args: list[Any] = [8] * (2 * len(doubles) + 2)  # [8, ts, 8, v1, 8, v2, ...]
-        args[1] = ts
-        args[3::2] = [float(fields[i]) for i in doubles]
-        row = prefix + pack(*args)
-        if texts:
-            row += b"".join(value(fields[i].encode("utf-8")) for i in texts)
+        shape = self.last
+        extra = None
+        if self.others or fields[-1]:
+            extra = _extra_values(fields, self.others)
+            shape = self._shape_for(fields, bool(extra))
+        elif shape is None or shape.extra or not all(shape.present(fields)) \
+                or any(shape.absent(fields)):
+            shape = self._shape_for(fields, False)
+        if shape.full:
+            return self._encode_full(shape, ts, fields, extra)
+        row = (shape.prefix + _TS_VALUE(8, ts)
+               + b"".join(map(self.double_values.__getitem__, shape.doubles(fields))))
+        if shape.texts is not None:
+            row += b"".join(map(self.text_values.__getitem__, shape.texts(fields)))
         if extra:
-            row += value(map_type.serialize(extra, self.syncer.protocol))
+            row += value(shape.map_type.serialize(extra, self.syncer.protocol))
         return row
 
-    def _shape(self, doubles: tuple[int, ...], texts: tuple[int, ...], extra: bool
-               ) -> tuple[bytes, Callable[..., bytes] | None, Any]:
-        if len(self.syncer.inserts) >= MAX_SHAPES and not self._known(doubles, texts, extra):
-            doubles, texts, extra = tuple(self.doubles), tuple(self.texts), True
+    def _shape_for(self, fields: list[str], extra: bool) -> _Shape:
+        doubles = tuple(i for i in self.double_idx if fields[i])
+        texts = tuple(i for i in self.text_idx if fields[i])
+        key = (doubles, texts, extra)
+        shape = self.shapes.get(key)
+        if shape is None:
+            shape = self.shapes[key] = self._new_shape(doubles, texts, extra)
+        self.last = shape
+        return shape
+
+    def _new_shape(self, doubles: tuple[int, ...], texts: tuple[int, ...], extra: bool
+                   ) -> _Shape:
+        full = False
+        cols = tuple([self.header[i] for i in (*doubles, *texts)] + (["extra"] if extra else []))
+        if len(self.syncer.inserts) >= MAX_SHAPES and cols not in self.syncer.inserts:
             full = True
-        else:
-            full = False
-        cols = [self.header[i] for i in (*doubles, *texts)] + (["extra"] if extra else [])
-        stmt = self.syncer.insert_for(tuple(cols))
-        prefix = batches.statement_prefix(stmt.query_id, len(cols) + 4) + self.key_values
-        map_type = stmt.column_metadata[-1].type if extra else None
-        if full:
-            return prefix, None, map_type
-        return prefix, struct.Struct(">iq" + "id" * len(doubles)).pack, map_type
+            doubles, texts, extra = self.double_idx, self.text_idx, True
+            cols = tuple([self.header[i] for i in (*doubles, *texts)] + ["extra"])
+        stmt = self.syncer.insert_for(cols)
+        written = (*doubles, *texts)
+        left_out = tuple(i for i in (*self.double_idx, *self.text_idx) if i not in written)
+        return _Shape(
+            prefix=batches.statement_prefix(stmt.query_id, len(cols) + 4) + self.key_values,
+            present=_getter(() if full else written), absent=_getter(() if full else left_out),
+            doubles=_getter(doubles), texts=_getter(texts) if texts else None, extra=extra,
+            map_type=stmt.column_metadata[-1].type if extra else None, full=full)
 
-    def _known(self, doubles: tuple[int, ...], texts: tuple[int, ...], extra: bool) -> bool:
-        cols = [self.header[i] for i in (*doubles, *texts)] + (["extra"] if extra else [])
-        return tuple(cols) in self.syncer.inserts
-
-    def _encode_full(self, prefix: bytes, map_type: Any, ts: int, fields: list[str],
+    def _encode_full(self, shape: _Shape, ts: int, fields: list[str],
                      extra: dict[str, float] | None) -> bytes:
-        parts = [prefix, value(struct.pack(">q", ts))]
-        parts += [value(struct.pack(">d", float(fields[i]))) if fields[i] else UNSET
-                  for i in self.doubles]
-        parts += [value(fields[i].encode("utf-8")) if fields[i] else UNSET for i in self.texts]
-        parts.append(value(map_type.serialize(extra, self.syncer.protocol)) if extra else UNSET)
+        parts = [shape.prefix, _TS_VALUE(8, ts)]
+        parts += [self.double_values[text] if text else UNSET for text in shape.doubles(fields)]
+        if shape.texts is not None:
+            parts += [self.text_values[text] if text else UNSET for text in shape.texts(fields)]
+        parts.append(value(shape.map_type.serialize(extra, self.syncer.protocol))
+                     if extra else UNSET)
         return b"".join(parts)
 
 
@@ -245,6 +298,11 @@ class Syncer:
         self.progress = progress
         self.stats = RunStats()
         self.inserts: dict[tuple[str, ...], Any] = {}
+        self._power_serials = {d.serial for d in config.devices
+                               if d.role in ("grid", "production")}
+        self._series: dict[tuple[str, str], tuple[int, array[float]]] = {}
+        self.double_values = _Values(lambda text: _DOUBLE_VALUE(8, float(text)))
+        self.text_values = _Values(lambda text: value(text.encode("utf-8")))
         self.host = config.host or socket.gethostname()
         from cassandra.query import UNSET_VALUE
 
@@ -292,10 +350,19 @@ class Syncer:
         if cp.complete and cp.offset == end:
             return
         track = _FileTrack(serial, day, path, cp, cp)
-        encoder = _FileEncoder(self, serial, day, store.read_header(path))
+        header = store.read_header(path)
+        encoder = _FileEncoder(self, serial, day, header)
+        # site_power needs this device's power_w per second of the day: collected on the
+        # way when the file is read from its start, instead of reading it again later.
+        series = None
+        if cp.offset == 0 and serial in self._power_serials and "power_w" in header:
+            series = array("d", [math.nan]) * DAY_S
+            column = header.index("power_w")
+            start_ms = _day_start_s(day) * 1000
         limit = max(1, self.cfg.batch_rows)
         rows: list[bytes] = []
         size = 0
+        offset = cp.offset
         for offset, ts, fields in store.scan(path, cp.offset, end):
             row = encoder.encode(ts, fields)
             rows.append(row)
@@ -304,8 +371,16 @@ class Syncer:
                 self._send_rows(track, encoder, rows, offset, fields[0])
                 rows = []
                 size = 0
+            if series is not None and fields[column]:
+                second = (ts - start_ms) // 1000
+                if 0 <= second < DAY_S:
+                    series[second] = float(fields[column])
         if rows:
             self._send_rows(track, encoder, rows, offset, fields[0])
+        if series is not None:
+            self._series[(serial, day)] = (offset, series)
+            while len(self._series) > SERIES_KEPT:
+                del self._series[next(iter(self._series))]
         track.end = end
         if not track.pending:
             self._finish(track)
@@ -428,6 +503,10 @@ class Syncer:
 
     def _power_series(self, serial: str, day: str) -> array[float]:
         """power_w per second of the day from the device's synced rows (NaN: no sample)."""
+        cp = checkpoints.read(self.config.data_dir, serial, day)
+        kept = self._series.pop((serial, day), None)
+        if kept is not None and kept[0] == cp.offset:  # read in this run up to the checkpoint
+            return kept[1]
         series = array("d", [math.nan]) * DAY_S
         path = store.device_dir(self.config.data_dir, serial) / f"{day}.csv"
         if not path.exists():
@@ -436,7 +515,6 @@ class Syncer:
         if "power_w" not in header:
             return series
         column = header.index("power_w")
-        cp = checkpoints.read(self.config.data_dir, serial, day)
         start_ms = _day_start_s(day) * 1000
         for _offset, ts, fields in store.scan(path, 0, cp.offset):
             text = fields[column]
