@@ -312,14 +312,16 @@ class _DayFile:
 class _Device:
     serial: str
     columns: tuple[str, ...]
-    column_set: frozenset[str] = field(init=False)
+    position: dict[str, int] = field(init=False)  # column → index in a row (ts is 0)
+    blank_row: list[str] = field(init=False)  # ts, the columns, extra: all empty
     last_ts: int = -1
     pending: list[tuple[int, str]] = field(default_factory=list)  # (ts_ms, csv line)
     day: _DayFile | None = None
     dropped: int = 0
 
     def __post_init__(self) -> None:
-        self.column_set = frozenset(self.columns)
+        self.position = {col: i for i, col in enumerate(self.columns, start=1)}
+        self.blank_row = [""] * (len(self.columns) + 2)
 
 
 class DiskFullError(OSError):
@@ -371,42 +373,40 @@ class Store:
     def _encode(self, dev: _Device, ts_ms: int, values: dict[str, float | str],
                 extra: dict[str, float]) -> str:
         # Encoded against the device's current column set; re-encoded if a day file's
-        # header (fixed at its creation) turns out to differ. Runs once per sample: numbers
-        # need no CSV quoting, so only text and the extra JSON are looked at.
-        row = [format_ts(ts_ms)]
-        append = row.append
-        get = values.get
-        found = 0
+        # header (fixed at its creation) turns out to differ. Runs once per sample, so it
+        # visits the values present only (a P1 meter fills half its columns); numbers need
+        # no CSV quoting, so only text and the extra JSON are looked at.
+        row = dev.blank_row.copy()
+        row[0] = format_ts(ts_ms)
+        position = dev.position
+        more: dict[str, object] | None = None
         text = False  # True: some field needs CSV quoting
-        for col in dev.columns:
-            value = get(col)
-            if value is None:
-                append("")
-                continue
-            found += 1
-            if type(value) is float:
-                append(repr(int(value)) if value.is_integer() and abs(value) < 1e15
-                       else repr(value))
+        for key, value in values.items():
+            i = position.get(key)
+            if i is None:
+                if not isinstance(value, str):
+                    if more is None:
+                        more = {}
+                    more[key] = value
+            elif type(value) is float:
+                row[i] = repr(int(value)) if value.is_integer() and abs(value) < 1e15 \
+                    else repr(value)
             elif type(value) is str:
-                append(value)
+                row[i] = value
                 text = text or not _CSV_SPECIAL.isdisjoint(value)
-            else:
-                append(format_value(value))
+            elif value is not None:
+                row[i] = format_value(value)
                 text = True
-        if found < len(values):
-            more = {k: v for k, v in values.items()
-                    if k not in dev.column_set and not isinstance(v, str)}
+        if extra:
+            if more is None:
+                more = {}
             more.update(extra)
-        else:
-            more = extra
         if text:  # a character that needs quoting: let the csv module do it
-            append(json.dumps(more, sort_keys=True, separators=(",", ":")) if more else "")
+            row[-1] = json.dumps(more, sort_keys=True, separators=(",", ":")) if more else ""
             return _csv_line(row)
         if more:  # a JSON object always holds quotes: CSV-quoted, inner quotes doubled
             blob = json.dumps(more, sort_keys=True, separators=(",", ":"))
-            append('"' + blob.replace('"', '""') + '"')
-        else:
-            append("")
+            row[-1] = '"' + blob.replace('"', '""') + '"'
         return ",".join(row) + "\n"
 
     def pending_rows(self) -> int:
