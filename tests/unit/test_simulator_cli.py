@@ -111,3 +111,12 @@ def test_serves_until_sigterm(tmp_path: Path, api: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_cli_choices_are_the_models() -> None:
+    """add_arguments takes the type and role choices from config (cheap to import)."""
+    from hw_picollector import config
+    from hw_picollector.simulator import model
+
+    assert sorted(model.PRODUCT_TYPES) == sorted(config.PRODUCT_TYPES)
+    assert model.ROLES == config.ROLES

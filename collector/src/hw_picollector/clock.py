@@ -11,8 +11,6 @@ Policy (config key ``clock_sync``):
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
@@ -30,6 +28,9 @@ def in_container() -> bool:
 
 def kernel_synchronised() -> bool:
     """adjtimex(2) in read-only mode: TIME_ERROR means the kernel clock is unsynchronised."""
+    import ctypes  # only here: loading ctypes costs the collector's start-up time
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only

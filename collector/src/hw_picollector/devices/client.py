@@ -28,7 +28,6 @@ from hw_picollector.devices.errors import (
     Unauthorized,
     Unreachable,
 )
-from hw_picollector.devices.tls import cert_hostname
 from hw_picollector.devices.transport import Connection, Response, base_url
 
 __all__ = [  # the errors too: callers catch them from here
@@ -137,6 +136,8 @@ class DeviceClient:
             if self.dev.api != "v2":
                 self._conn = Connection(self._address)
             else:
+                from hw_picollector.devices.tls import cert_hostname  # ssl: v2 only
+
                 hostname = cert_hostname(self.dev.product_type, self.dev.serial)
                 try:
                     self._conn = Connection(self._address, hostname, self.dev.ca_file)

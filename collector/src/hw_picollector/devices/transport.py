@@ -18,14 +18,13 @@ import contextlib
 import json
 import select
 import socket
-import ssl
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from hw_picollector import __version__
 from hw_picollector.config import split_address
 from hw_picollector.devices.errors import DeviceError, InvalidResponse, TlsError, Unreachable
-from hw_picollector.devices.tls import client_context
 
 __all__ = ["MAX_BODY_BYTES", "Connection", "Response", "base_url"]
 
@@ -84,13 +83,18 @@ class Connection:
         self.host, self.port = host, port or (443 if tls else 80)
         self.tls_hostname = tls_hostname
         self.base_url = base_url(address, "v2" if tls else "v1")
-        self._context = client_context(ca_file) if tls else None
+        self._context = None
+        if tls:
+            from hw_picollector.devices.tls import client_context  # ssl: API v2 only
+
+            self._context = client_context(ca_file)
         netloc = f"[{host}]" if ":" in host else host
         self._host_header = netloc if port is None else f"{netloc}:{port}"
         self._sock: socket.socket | None = None
         self._poller: Any = None
         self._timeout: float | None = None
         self._buf = b""
+        self._requests: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
 
     def close(self) -> None:
         sock, self._sock, self._poller, self._buf = self._sock, None, None, b""
@@ -115,19 +119,7 @@ class Connection:
         """One HTTP exchange; transport failures raise ``Unreachable``/``TlsError``, a broken
         answer ``InvalidResponse``, each naming ``serial`` and the URL."""
         url = self.base_url + path
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}",
-                 f"User-Agent: {USER_AGENT}", "Accept: */*"]
-        if headers:
-            for name, value in headers.items():
-                if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                    raise ValueError(f"header {name!r}: line breaks are not allowed")
-                lines.append(f"{name}: {value}")
-        if body is not None:
-            lines.append("Content-Type: application/json")
-            lines.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if body:
-            data += body
+        data = self._request_bytes(method, path, headers, body)
         sock = self._sock
         if sock is not None and self._dropped():
             self.close()  # the device hung up on the idle connection: open a fresh one
@@ -149,6 +141,28 @@ class Connection:
         if not keep_alive or self._buf:
             self.close()  # the device ends the connection, or sent more than it announced
         return Response(status, payload, url)
+
+    def _request_bytes(self, method: str, path: str, headers: dict[str, str] | None,
+                       body: bytes | None) -> bytes:
+        """The request on the wire; a body-less one is built once and reused (every poll)."""
+        key = (method, path, tuple(headers.items()) if headers else ()) if body is None else None
+        if key is not None and (cached := self._requests.get(key)) is not None:
+            return cached
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}",
+                 f"User-Agent: {USER_AGENT}", "Accept: */*"]
+        for name, value in (headers or {}).items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError(f"header {name!r}: line breaks are not allowed")
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append("Content-Type: application/json")
+            lines.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        if key is not None:
+            if len(self._requests) >= 8:
+                self._requests.clear()
+            self._requests[key] = data
+        return data
 
     def _connect(self, timeout_s: float, serial: str, url: str) -> socket.socket:
         try:
@@ -285,10 +299,11 @@ def _device_error(exc: Exception, serial: str, url: str, timeout_s: float,
     """A socket, TLS or protocol failure → the DeviceError naming device and URL."""
     if isinstance(exc, DeviceError):
         return exc
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    ssl = sys.modules.get("ssl")  # loaded with the first TLS connection; none, no TLS error
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
         return TlsError(serial, url, "TLS failed: certificate verify failed: "
                                      f"{exc.verify_message or exc.reason}")
-    if isinstance(exc, ssl.SSLError):
+    if ssl is not None and isinstance(exc, ssl.SSLError):
         return TlsError(serial, url, f"TLS failed: {exc.strerror or exc}")
     if isinstance(exc, TimeoutError):
         return Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout")
