@@ -9,6 +9,8 @@ per-device state that ``hwpc status`` shows.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import queue
@@ -16,12 +18,11 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from hw_picollector import __version__, clock, sdnotify
-from hw_picollector.checkpoints import write_json_atomic
 from hw_picollector.config import Config, DeviceConfig
 from hw_picollector.devices.canonical import Sample, columns
 from hw_picollector.devices.client import DeviceClient, DeviceError, backoff_s
@@ -66,6 +67,15 @@ class DevicePoller(threading.Thread):
         self.state = DeviceState(dev.serial, dev.product_type, dev.address)
         self.client = DeviceClient(dev, timeout_s=config.request_timeout_s)
         self._last_resolve = -RESOLVE_EVERY_S
+        # Held until stop: waiting on it is one futex wait per tick; every poller waiting on
+        # the shared Event instead would wake into its Condition's lock all at once.
+        self._wake = threading.Lock()
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        """Ends the current wait at once (after ``shared.stop`` is set)."""
+        with contextlib.suppress(RuntimeError):  # already released
+            self._wake.release()
 
     def run(self) -> None:
         interval = self.config.poll_interval_s
@@ -76,7 +86,7 @@ class DevicePoller(threading.Thread):
             while not stop.is_set():
                 due = self.start_mono + tick * interval
                 wait = due - time.monotonic()
-                if wait > 0 and stop.wait(wait):
+                if wait > 0 and self._wake.acquire(timeout=wait):
                     break
                 now = time.monotonic()
                 if now < retry_at:
@@ -164,6 +174,8 @@ class Collector:
 
     def stop(self, *_: object) -> None:
         self.shared.stop.set()
+        for poller in self.pollers:
+            poller.wake()
 
     def run(self) -> int:
         cfg = self.config
@@ -276,13 +288,26 @@ class Collector:
             "write_error": self.store.write_error,
             "pending_rows": self.store.pending_rows(),
             "disk_free_mb": free_mb,
-            "devices": {p.dev.serial: asdict(p.state) for p in self.pollers},
+            "devices": {p.dev.serial: dict(vars(p.state)) for p in self.pollers},
         }
         try:
-            write_json_atomic(self.config.data_dir / STATE_FILE, state)
+            write_state(self.config.data_dir / STATE_FILE, state)
         except OSError as exc:
             if not self.store.write_error:
                 log.warning("cannot write %s: %s", STATE_FILE, exc.strerror)
+
+
+def write_state(path: Path, state: dict[str, object]) -> None:
+    """Replace the status file atomically (temp file, rename), without fsync.
+
+    It is a snapshot rewritten every flush interval, not data: after a power cut the previous
+    (or no) snapshot is fine, and ``hwpc status`` treats an unreadable one as absent. Syncing
+    it (file and directory) would add two disk syncs to every flush, SD card wear for nothing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
 
 
 def disk_free_mb(path: Path) -> int:
