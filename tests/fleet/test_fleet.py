@@ -118,6 +118,11 @@ def test_stopped_host_is_down_from_central_data():
         assert site["reachable"] is False
         assert site["heartbeat_ts"] is not None, "judged from its heartbeats in Cassandra"
         assert all(d["last_central_ts"] for d in site["devices"])
+        # A deployment meanwhile reaches the others and names the one that did not answer.
+        deploy = sh("bash", DEMO, "deploy", check=False)
+        assert deploy.returncode == 0, deploy.stdout[-3000:]
+        assert "deployed: 2 of 3" in deploy.stdout
+        assert "unreachable: pi3" in deploy.stdout
     finally:
         sh("bash", FLEET, "start", "pi3")
     audit_until(all_ok, 200, "pi3 back to ok")
