@@ -398,3 +398,28 @@ def test_power_series_from_the_sync_pass_equals_a_fresh_read(tmp_path: Path) -> 
         assert kept.tobytes() == read.tobytes()
         assert sum(not math.isnan(v) for v in read) in (400 - 45, 300)
     assert not syncer._series
+
+
+def test_a_refused_write_fails_at_once() -> None:
+    from cassandra import Unauthorized
+
+    class Refused(Immediate):
+        def execute_async(self, statement: Any) -> FakeFuture:
+            future = FakeFuture(self, statement)
+            self.sent.append(statement)
+            session = self
+
+            class Answered(FakeFuture):
+                def add_callbacks(self, *args: Any, **kwargs: Any) -> None:
+                    super().add_callbacks(*args, **kwargs)
+                    session.pending.remove(self)
+                    self.finish(Unauthorized("no MODIFY permission"))
+
+            return Answered(self, future.statement)
+
+    session = Refused(failures=0)
+    window = batches.Window(session, 4, delay=lambda n: 60.0)
+    with pytest.raises(DatabaseError, match="MODIFY"):
+        window.send("x", lambda: None)
+        window.drain()
+    assert session.sent == ["x"]

@@ -225,9 +225,11 @@ class Window:
             item.done()
             return
         item.failures += 1
+        if _hopeless(exc):
+            raise DatabaseError(self.describe(exc)) from exc
         if item.failures > RETRIES:
             raise DatabaseError(f"{self.describe(exc)} (a write still failing after "
-                                  f"{RETRIES} retries)") from exc
+                                f"{RETRIES} retries)") from exc
         delay = self.delay(item.failures)
         item.due = time.monotonic() + delay
         heapq.heappush(self._retry, item)
@@ -237,3 +239,10 @@ class Window:
                         self._failed_since_log, type(exc).__name__, str(exc)[:200], delay)
             self._failed_since_log = 0
             self._last_log = now
+
+
+def _hopeless(exc: BaseException) -> bool:
+    """The server refused the request itself (schema, permissions): retrying cannot help."""
+    from cassandra import RequestValidationException
+
+    return isinstance(exc, RequestValidationException)

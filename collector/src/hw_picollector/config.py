@@ -74,7 +74,7 @@ class CassandraConfig:
         default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1}
     )
     concurrency: int = 16  # sync: batches in flight (memory grows with it, throughput not)
-    batch_rows: int = 100  # sync: rows per single-partition batch
+    batch_rows: int = 200  # sync: rows per single-partition batch (and at most 64 KiB)
     request_timeout_s: float = 15.0
 
 
@@ -227,7 +227,7 @@ def _cassandra(path: str, raw: Any, errors: list[str]) -> CassandraConfig | None
         tls_ca_file=tls_reader.get("ca_file", str),
         tls_hostname=tls_reader.get("hostname", str),
         concurrency=r.get("concurrency", int, 16),
-        batch_rows=r.get("batch_rows", int, 100),
+        batch_rows=r.get("batch_rows", int, 200),
         request_timeout_s=r.positive("request_timeout_s", 15.0),
         **kwargs,
     )
