@@ -89,20 +89,26 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench-sync.json"))
+    parser.add_argument("--keyspace", default=KEYSPACE,
+                        help="keyspace to (re)create (default: %(default)s)")
+    parser.add_argument("--build", default=str(BUILD), help="scratch directory")
+    parser.add_argument("--drop", action="store_true", help="drop the keyspace when done")
     args = parser.parse_args()
-    subprocess.run(["rm", "-rf", str(BUILD)], check=True)
-    BUILD.mkdir(parents=True)
-    creds = BUILD / "creds.json"
+    build = Path(args.build)
+    keyspace = args.keyspace
+    subprocess.run(["rm", "-rf", str(build)], check=True)
+    build.mkdir(parents=True)
+    creds = build / "creds.json"
     creds.write_text(json.dumps({"username": "cassandra", "password": "cassandra"}))
-    config = BUILD / "config.yml"
+    config = build / "config.yml"
     config.write_text(yaml.safe_dump({
-        "site_id": "BENCH", "data_dir": str(BUILD / "data"), "clock_sync": "trust",
+        "site_id": "BENCH", "data_dir": str(build / "data"), "clock_sync": "trust",
         "mdns": False, "host": "bench",
         "devices": [{"serial": "3c39e7c00001", "product_type": "HWE-P1", "role": "grid",
                      "address": "127.0.0.1:1"},
                     {"serial": "3c39e7c00002", "product_type": "HWE-KWH1",
                      "role": "production", "address": "127.0.0.1:2"}],
-        "cassandra": {"hosts": ["127.0.0.1"], "keyspace": KEYSPACE, "consistency": "ONE",
+        "cassandra": {"hosts": ["127.0.0.1"], "keyspace": keyspace, "consistency": "ONE",
                       "credentials_file": str(creds)}}))
     hwpc = [sys.executable, "-m", "hw_picollector"]
     end = (datetime.now(UTC) - timedelta(days=1)).date()
@@ -110,22 +116,29 @@ def main() -> int:
                     str(args.days), "--end", end.isoformat()], check=True)
     cqlsh = cqlsh_bin()
     auth = ["-u", "cassandra", "-p", "cassandra", "127.0.0.1", "9042"]
-    subprocess.run([str(cqlsh), *auth, "-e", f"DROP KEYSPACE IF EXISTS {KEYSPACE}"], check=True)
+    subprocess.run([str(cqlsh), *auth, "-e", f"DROP KEYSPACE IF EXISTS {keyspace}"], check=True)
     subprocess.run([*hwpc, "db", "init", "--config", str(config)], check=True,
                    stdout=subprocess.DEVNULL)
-    twin = TABLES["measurements"].replace("{ks}.measurements", f"{KEYSPACE}.measurements_copy")
+    twin = TABLES["measurements"].replace("{ks}.measurements", f"{keyspace}.measurements_copy")
     twin = twin.replace("{{", "{").replace("}}", "}")
     subprocess.run([str(cqlsh), *auth, "-e", twin], check=True)
 
-    sync_s, sync_rss, code = run_measured([*hwpc, "sync", "--config", str(config), "--once",
-                                           "--no-progress"])
-    assert code == 0, "sync failed"
-    cols, rows = copy_csv(BUILD / "data", BUILD / "copy.csv")
-    copy_cmd = (f"COPY {KEYSPACE}.measurements_copy ({', '.join(cols)}) FROM "
-                f"'{BUILD / 'copy.csv'}' WITH HEADER = true")
-    copy_s, _, code = run_measured([str(cqlsh), *auth, "--request-timeout", "60", "-e",
-                                    copy_cmd])
-    assert code == 0, "COPY FROM failed"
+    try:
+        sync_s, sync_rss, code = run_measured([*hwpc, "sync", "--config", str(config),
+                                               "--once", "--no-progress"])
+        assert code == 0, "sync failed"
+        cols, rows = copy_csv(build / "data", build / "copy.csv")
+        print(f"hwpc sync: {rows / sync_s:.0f} rows/s ({sync_s:.1f} s, peak RSS "
+              f"{sync_rss:.1f} MB); now COPY FROM", flush=True)
+        copy_cmd = (f"COPY {keyspace}.measurements_copy ({', '.join(cols)}) FROM "
+                    f"'{build / 'copy.csv'}' WITH HEADER = true")
+        copy_s, _, code = run_measured([str(cqlsh), *auth, "--request-timeout", "60", "-e",
+                                        copy_cmd])
+        assert code == 0, "COPY FROM failed"
+    finally:
+        if args.drop:  # a shared node: give the memory back whatever happened
+            subprocess.run([str(cqlsh), *auth, "-e", f"DROP KEYSPACE IF EXISTS {keyspace}"],
+                           check=False)
     result = {"rows": rows, "days": args.days, "devices": 2,
               "sync": {"seconds": round(sync_s, 1), "rows_per_s": round(rows / sync_s),
                        "peak_rss_mb": round(sync_rss, 1)},
