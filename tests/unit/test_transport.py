@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from hw_picollector.devices.errors import InvalidResponse, Unreachable
-from hw_picollector.devices.transport import MAX_BODY_BYTES, Connection, base_url
+from hw_picollector.devices.transport import MAX_BODY_BYTES, Connection, Response, base_url
 
 Script = Callable[[socket.socket, bytes], bool]
 """Answers one request (its raw bytes); returns False to hang up after it."""
@@ -63,6 +66,37 @@ def server(script: Script) -> Iterator[tuple[str, list[bytes], list[int]]]:
         thread.join(5)
 
 
+@pytest.fixture(params=["blocking", "selector"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def call(conn: Connection, mode: str, method: str, path: str, serial: str, timeout_s: float,
+         **kwargs: Any) -> Response:
+    """One exchange: ``request`` (blocking), or ``begin``/``advance`` driven by a selector."""
+    if mode == "blocking":
+        return conn.request(method, path, serial, timeout_s, **kwargs)
+    woke = threading.Event()
+    conn.begin(method, path, serial, timeout_s, time.monotonic(), wake=woke.set, **kwargs)
+    with selectors.DefaultSelector() as sel:
+        while True:
+            want = conn.want()
+            remaining = max(0.0, conn.deadline - time.monotonic())
+            if want:
+                sel.register(conn.fileno(), want)
+                ready = bool(sel.select(remaining))
+                sel.unregister(conn.fileno())
+            else:  # a host name lookup
+                ready = woke.wait(remaining)
+            now = time.monotonic()
+            if ready:
+                resp = conn.advance(now)
+                if resp is not None:
+                    return resp
+            elif now >= conn.deadline:
+                raise conn.expire()
+
+
 def answer(raw: bytes, keep: bool = True) -> Script:
     def script(conn: socket.socket, _request: bytes) -> bool:
         conn.sendall(raw)
@@ -70,11 +104,11 @@ def answer(raw: bytes, keep: bool = True) -> Script:
     return script
 
 
-def test_request_bytes_and_keep_alive() -> None:
+def test_request_bytes_and_keep_alive(mode: str) -> None:
     with server(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")) as (addr, seen, conns):
         conn = Connection(addr)
         for _ in range(3):
-            resp = conn.request("GET", "/api/v1/data", "3c39e7aabbcc", 5)
+            resp = call(conn, mode, "GET", "/api/v1/data", "3c39e7aabbcc", 5)
             assert (resp.status, resp.json(), resp.url) == (200, {}, f"http://{addr}/api/v1/data")
         conn.close()
     assert len(conns) == 1  # one persistent connection
@@ -83,17 +117,17 @@ def test_request_bytes_and_keep_alive() -> None:
     assert f"\r\nHost: {addr}\r\n" in first and "\r\nUser-Agent: hw-picollector/" in first
 
 
-def test_post_body_and_extra_headers() -> None:
+def test_post_body_and_extra_headers(mode: str) -> None:
     with server(answer(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")) as (addr, seen, _):
         with Connection(addr) as conn:
-            resp = conn.request("POST", "/api/user", "x", 5, headers={"X-Api-Version": "2"},
+            resp = call(conn, mode, "POST", "/api/user", "x", 5, headers={"X-Api-Version": "2"},
                                 body=b'{"name":"local/x"}')
         assert resp.status == 403 and resp.body == b""
     text = seen[0].decode()
     assert "\r\nX-Api-Version: 2\r\n" in text and "\r\nContent-Length: 18\r\n" in text
     assert text.endswith('\r\n\r\n{"name":"local/x"}')
     with pytest.raises(ValueError, match="line breaks"):
-        Connection("127.0.0.1:1").request("GET", "/", "x", 1, headers={"A": "b\r\nC: d"})
+        call(Connection("127.0.0.1:1"), mode, "GET", "/", "x", 1, headers={"A": "b\r\nC: d"})
 
 
 @pytest.mark.parametrize(("raw", "body"), [
@@ -102,10 +136,10 @@ def test_post_body_and_extra_headers() -> None:
     (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ntrue", b"true"),
     (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
 ])
-def test_framing(raw: bytes, body: bytes) -> None:
+def test_framing(raw: bytes, body: bytes, mode: str) -> None:
     with server(answer(raw)) as (addr, _, conns), Connection(addr) as conn:
-        assert conn.request("GET", "/", "x", 5).body == body
-        assert conn.request("GET", "/", "x", 5).body == body
+        assert call(conn, mode, "GET", "/", "x", 5).body == body
+        assert call(conn, mode, "GET", "/", "x", 5).body == body
     assert len(conns) == 1
 
 
@@ -114,26 +148,26 @@ def test_framing(raw: bytes, body: bytes) -> None:
     b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}",
     b"HTTP/1.1 200 OK\r\n\r\n{}",  # no framing: the body ends with the connection
 ])
-def test_a_closing_answer_reconnects(raw: bytes) -> None:
+def test_a_closing_answer_reconnects(raw: bytes, mode: str) -> None:
     with server(answer(raw, keep=False)) as (addr, _, conns), Connection(addr) as conn:
-        assert conn.request("GET", "/", "x", 5).body == b"{}"
+        assert call(conn, mode, "GET", "/", "x", 5).body == b"{}"
         assert not conn.connected
-        assert conn.request("GET", "/", "x", 5).body == b"{}"
+        assert call(conn, mode, "GET", "/", "x", 5).body == b"{}"
     assert len(conns) == 2
 
 
-def test_an_idle_connection_closed_by_the_device_is_not_an_error() -> None:
+def test_an_idle_connection_closed_by_the_device_is_not_an_error(mode: str) -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     # announces keep-alive, then hangs up anyway once idle
     with server(answer(ok, keep=False)) as (addr, _, conns), Connection(addr) as conn:
-        conn.request("GET", "/", "x", 5)
+        call(conn, mode, "GET", "/", "x", 5)
         assert conn.connected
         pause = threading.Event()
         for _ in range(250):  # the server closes its end right after answering
             if conn._dropped():
                 break
             pause.wait(0.02)
-        assert conn.request("GET", "/", "x", 5).body == b"{}"
+        assert call(conn, mode, "GET", "/", "x", 5).body == b"{}"
     assert len(conns) == 2
 
 
@@ -147,15 +181,16 @@ def test_an_idle_connection_closed_by_the_device_is_not_an_error() -> None:
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", InvalidResponse,
      "bad chunk size"),
 ])
-def test_broken_answers(raw: bytes, error: type[Exception], text: str) -> None:
+def test_broken_answers(raw: bytes, error: type[Exception], text: str,
+                        mode: str) -> None:
     with server(answer(raw, keep=False)) as (addr, _, _), Connection(addr) as conn:
         with pytest.raises(error, match=text) as err:
-            conn.request("GET", "/api/v1/data", "3c39e7aabbcc", 5)
+            call(conn, mode, "GET", "/api/v1/data", "3c39e7aabbcc", 5)
         assert str(err.value).startswith(f"3c39e7aabbcc at http://{addr}/api/v1/data: ")
         assert not conn.connected
 
 
-def test_timeout_and_refused() -> None:
+def test_timeout_and_refused(mode: str) -> None:
     release = threading.Event()
 
     def silent(_conn: socket.socket, _request: bytes) -> bool:
@@ -164,13 +199,13 @@ def test_timeout_and_refused() -> None:
 
     with server(silent) as (addr, _, _), Connection(addr) as conn:
         with pytest.raises(Unreachable, match=r"no answer within 0\.2 s") as err:
-            conn.request("GET", "/", "x", 0.2)
+            call(conn, mode, "GET", "/", "x", 0.2)
         assert err.value.state == "timeout"
         release.set()
     with socket.create_server(("127.0.0.1", 0)) as sock:
         port = sock.getsockname()[1]
     with pytest.raises(Unreachable, match="cannot connect: Connection refused"):
-        Connection(f"127.0.0.1:{port}").request("GET", "/", "x", 1)
+        call(Connection(f"127.0.0.1:{port}"), mode, "GET", "/", "x", 1)
 
 
 def test_base_url() -> None:
@@ -178,3 +213,13 @@ def test_base_url() -> None:
     assert base_url("192.168.1.59:80", "v1") == "http://192.168.1.59"
     assert base_url("192.168.1.59:443", "v2") == "https://192.168.1.59"
     assert base_url("[::1]:8080", "v1") == "http://[::1]:8080"
+
+
+def test_a_host_name_is_looked_up(mode: str) -> None:
+    with server(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")) as (addr, seen, _):
+        port = addr.rsplit(":", 1)[1]
+        with Connection(f"localhost:{port}") as conn:
+            assert call(conn, mode, "GET", "/", "x", 5).body == b"{}"
+    assert f"\r\nHost: localhost:{port}\r\n" in seen[0].decode()
+    with pytest.raises(Unreachable, match="cannot connect"):
+        call(Connection("no-such-host.invalid:80"), mode, "GET", "/", "x", 5)

@@ -1,7 +1,9 @@
 """`hwpc collect`: poll every device on its own schedule, keep every sample durably.
 
-One thread per device polls on a monotonic grid aligned to whole wall-clock intervals, so
-the schedule never drifts and one slow or dead device never delays another. Samples go
+Every device is polled on a monotonic grid aligned to whole wall-clock intervals, so the
+schedule never drifts. One polling thread drives all devices' connections with a selector
+(non-blocking exchanges, each with its own deadline), so one slow or dead device never
+delays another, and a tick costs one wake-up instead of one per device. Samples go
 through a queue to the main thread, the single owner of the store, which writes and
 fsyncs them every ``flush_interval_s``, keeps the systemd watchdog fed and publishes the
 per-device state that ``hwpc status`` shows.
@@ -14,10 +16,12 @@ import json
 import logging
 import os
 import queue
-import shutil
+import selectors
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -25,7 +29,8 @@ from types import FrameType
 from hw_picollector import __version__, clock, sdnotify
 from hw_picollector.config import Config, DeviceConfig
 from hw_picollector.devices.canonical import Sample, columns
-from hw_picollector.devices.client import DeviceClient, DeviceError, backoff_s
+from hw_picollector.devices.client import DeviceClient, DeviceError, Request, backoff_s
+from hw_picollector.devices.transport import Connection, Response
 from hw_picollector.store import Store, format_ts
 
 log = logging.getLogger(__name__)
@@ -57,69 +62,121 @@ class _Shared:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-class DevicePoller(threading.Thread):
-    """Polls one device on the shared grid; never touches the store."""
+class DevicePoller:
+    """One device: its schedule on the shared grid, its state and its client.
 
-    def __init__(self, config: Config, dev: DeviceConfig, shared: _Shared, start_mono: float):
-        super().__init__(name=f"poll-{dev.serial}", daemon=True)
+    Driven by the ``PollLoop`` thread, never blocking it: a poll is the client's
+    ``measure_steps`` fed by non-blocking exchanges on the device's connection. Never
+    touches the store.
+    """
+
+    def __init__(self, config: Config, dev: DeviceConfig, shared: _Shared, start_mono: float,
+                 loop: PollLoop | None = None):
         self.config, self.dev, self.shared = config, dev, shared
         self.start_mono = start_mono
+        self.loop = loop
         self.state = DeviceState(dev.serial, dev.product_type, dev.address)
         self.client = DeviceClient(dev, timeout_s=config.request_timeout_s)
         self._last_resolve = -RESOLVE_EVERY_S
-        # Held until stop: waiting on it is one futex wait per tick; every poller waiting on
-        # the shared Event instead would wake into its Condition's lock all at once.
-        self._wake = threading.Lock()
-        self._wake.acquire()
+        self._resolving = False
+        self._found: str | None = None  # an address mDNS found while a poll was running
+        self.tick = 0
+        self.retry_at = 0.0
+        self._steps: Generator[Request, Response, Sample] | None = None
+        self._conn: Connection | None = None
+        self._ts_ms = 0
+        self.registered: tuple[int, int, int] | None = None  # (fd, socket no., events)
 
-    def wake(self) -> None:
-        """Ends the current wait at once (after ``shared.stop`` is set)."""
-        with contextlib.suppress(RuntimeError):  # already released
-            self._wake.release()
+    @property
+    def busy(self) -> bool:
+        return self._steps is not None
 
-    def run(self) -> None:
+    def wanted(self) -> tuple[int, int, int] | None:
+        """(fd, socket number, events) the selector should watch for this device, if any."""
+        conn = self._conn
+        if conn is None or not conn.busy or not (events := conn.want()):
+            return None
+        return conn.fileno(), conn.sockets, events
+
+    def next_time(self) -> float:
+        """When this device next needs the loop: its deadline, or its next tick."""
+        if self._conn is not None and self._conn.busy:
+            return self._conn.deadline
+        if self.busy:
+            return 0.0
+        return max(self.start_mono + self.tick * self.config.poll_interval_s, self.retry_at)
+
+    def on_time(self, now: float, polling: bool = True) -> None:
+        """Start a poll that is due (``polling``), expire a late exchange, resume a lookup."""
+        conn = self._conn
+        if conn is not None and conn.busy:
+            if now >= conn.deadline:
+                self._resume(now, throw=conn.expire())
+            elif not conn.want():
+                self.on_ready(now)  # a host name lookup may have finished
+            return
+        if self.busy:  # a poll with no exchange under way cannot progress: a bug
+            raise RuntimeError("poll without a request in flight")
+        if not polling:
+            return
         interval = self.config.poll_interval_s
-        stop = self.shared.stop
-        tick = 0
-        retry_at = 0.0
-        try:
-            while not stop.is_set():
-                due = self.start_mono + tick * interval
-                wait = due - time.monotonic()
-                if wait > 0 and self._wake.acquire(timeout=wait):
-                    break
-                now = time.monotonic()
-                if now < retry_at:
-                    tick = int((retry_at - self.start_mono) / interval + 0.999999)
-                    continue
-                ts_ms = time.time_ns() // 1_000_000
-                if self._poll(ts_ms):
-                    retry_at = 0.0
-                else:
-                    retry_at = time.monotonic() + backoff_s(self.state.consecutive_failures)
-                    if self.state.consecutive_failures <= 1:
-                        retry_at = 0.0  # one miss: simply try at the next tick
-                late = int((time.monotonic() - self.start_mono) / interval) + 1
-                if late > tick + 1:
-                    self.state.skipped_ticks += late - tick - 1
-                tick = max(tick + 1, late)
-        finally:
-            self.client.close()
-
-    def _poll(self, ts_ms: int) -> bool:
-        st = self.state
-        if self.client.address is None and not self._resolve():
+        if now < self.start_mono + self.tick * interval:
+            return
+        if now < self.retry_at:  # backing off: skip to the first tick after it
+            self.tick = int((self.retry_at - self.start_mono) / interval + 0.999999)
+            return
+        self._ts_ms = time.time_ns() // 1_000_000
+        if self.client.address is None:
+            self._resolve()
             self._fail("no_address", f"{self.dev.serial}: no address configured and not "
                        "found by mDNS yet")
-            return False
+            self._done(False)
+            return
+        self._steps = self.client.measure_steps()
+        self._resume(now)
+
+    def on_ready(self, now: float) -> None:
+        """The connection's socket is ready: progress, and the next step when answered."""
+        conn = self._conn
+        if conn is None:
+            return
         try:
-            sample = self.client.measure()
+            resp = conn.advance(now)
         except DeviceError as exc:
-            self._fail(exc.state, str(exc))
-            if exc.state in ("unreachable", "timeout") and \
-                    st.consecutive_failures >= RESOLVE_AFTER_FAILURES:
-                self._resolve()
-            return False
+            self._resume(now, throw=exc)
+            return
+        if resp is not None:
+            self._resume(now, send=resp)
+
+    def _resume(self, now: float, send: Response | None = None,
+                throw: DeviceError | None = None) -> None:
+        """Feed the client's steps an answer (or an error); start its next request."""
+        steps = self._steps
+        assert steps is not None
+        while True:
+            try:
+                if throw is not None:
+                    path, headers = steps.throw(throw)
+                elif send is None:
+                    path, headers = next(steps)
+                else:
+                    path, headers = steps.send(send)
+            except StopIteration as done:
+                self._succeed(done.value)
+                return
+            except DeviceError as exc:
+                self._failed(exc)
+                return
+            try:
+                conn = self._conn = self.client.connection()
+                conn.begin("GET", path, self.dev.serial, self.client.timeout_s, now,
+                           headers=headers, wake=self.loop.wake if self.loop else None)
+                return
+            except DeviceError as exc:
+                send, throw = None, exc
+
+    def _succeed(self, sample: Sample) -> None:
+        st = self.state
         if st.state != "ok":
             if st.consecutive_failures:
                 log.info("%s %s: ok again after %d failed polls", self.dev.serial,
@@ -127,8 +184,31 @@ class DevicePoller(threading.Thread):
             else:
                 log.info("%s %s: first sample", self.dev.serial, self.client.url)
         st.state, st.consecutive_failures = "ok", 0
-        self.shared.samples.put((self.dev.serial, ts_ms, sample))
-        return True
+        self.shared.samples.put((self.dev.serial, self._ts_ms, sample))
+        self._done(True)
+
+    def _failed(self, exc: DeviceError) -> None:
+        self._fail(exc.state, str(exc))
+        if exc.state in ("unreachable", "timeout") and \
+                self.state.consecutive_failures >= RESOLVE_AFTER_FAILURES:
+            self._resolve()
+        self._done(False)
+
+    def _done(self, ok: bool) -> None:
+        """The poll is over: back-off and the next tick (skipped ones counted)."""
+        self._steps = None
+        interval = self.config.poll_interval_s
+        now = time.monotonic()
+        if ok or self.state.consecutive_failures <= 1:
+            self.retry_at = 0.0  # one miss: simply try at the next tick
+        else:
+            self.retry_at = now + backoff_s(self.state.consecutive_failures)
+        late = int((now - self.start_mono) / interval) + 1
+        if late > self.tick + 1:
+            self.state.skipped_ticks += late - self.tick - 1
+        self.tick = max(self.tick + 1, late)
+        if self._found is not None:
+            self._retarget(self._found)
 
     def _fail(self, state: str, message: str) -> None:
         st = self.state
@@ -139,24 +219,157 @@ class DevicePoller(threading.Thread):
             log.warning("%s", message)
             st.state = state
 
-    def _resolve(self) -> bool:
-        if not self.config.mdns or time.monotonic() - self._last_resolve < RESOLVE_EVERY_S:
-            return False
+    def _resolve(self) -> None:
+        """Look the serial up by mDNS on a short-lived thread (rate-limited); the answer is
+        applied in the loop, between polls."""
+        if not self.config.mdns or self._resolving or self.loop is None or \
+                time.monotonic() - self._last_resolve < RESOLVE_EVERY_S:
+            return
         self._last_resolve = time.monotonic()
-        from hw_picollector import discovery  # zeroconf only when needed
+        self._resolving = True
+        loop, serial, api = self.loop, self.dev.serial, self.dev.api
 
-        try:
-            found = discovery.resolve_serial(self.dev.serial, timeout_s=3.0, api=self.dev.api)
-        except Exception as exc:
-            log.warning("%s: mDNS lookup failed: %s", self.dev.serial, exc)
-            return False
+        def lookup() -> None:
+            from hw_picollector import discovery  # zeroconf only when needed
+
+            found: str | None = None
+            try:
+                found = discovery.resolve_serial(serial, timeout_s=3.0, api=api)
+            except Exception as exc:
+                log.warning("%s: mDNS lookup failed: %s", serial, exc)
+            loop.post(lambda: self._resolved(found))
+
+        threading.Thread(target=lookup, name=f"mdns-{serial}", daemon=True).start()
+
+    def _resolved(self, found: str | None) -> None:
+        self._resolving = False
         if found and found != self.client.address:
-            log.warning("%s: found by mDNS at %s (was %s)", self.dev.serial, found,
-                        self.client.address)
-            self.client.set_address(found)
-            self.state.address = found
-            return True
-        return False
+            if self.busy:
+                self._found = found  # re-targeting closes the connection: after this poll
+            else:
+                self._retarget(found)
+
+    def _retarget(self, found: str) -> None:
+        self._found = None
+        log.warning("%s: found by mDNS at %s (was %s)", self.dev.serial, found,
+                    self.client.address)
+        self.client.set_address(found)
+        self.state.address = found
+        self._conn = None
+
+    def abandon(self) -> None:
+        """End the poll under way as failed and drop the connection (after a bug)."""
+        self.client.close()
+        self._conn = None
+        if self._steps is not None:
+            self._steps.close()
+            self._fail("error", f"{self.dev.serial}: internal error while polling (see log)")
+            self._done(False)
+
+    def close(self) -> None:
+        self._steps = self._conn = None
+        self.client.close()
+
+
+class PollLoop(threading.Thread):
+    """One thread polls every device: a selector over the devices' connections.
+
+    Requests to all devices due at a tick go out at once and their answers are taken as they
+    come, so a slow or dead device delays no other (each exchange has its own deadline),
+    without a thread per device: one wake-up serves several answers. mDNS lookups and host
+    name lookups run on short-lived threads and come back through ``post``.
+    """
+
+    def __init__(self, pollers: list[DevicePoller], stop: threading.Event,
+                 drain_s: float) -> None:
+        super().__init__(name="poll", daemon=True)
+        self.pollers, self.stop, self.drain_s = pollers, stop, drain_s
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        for poller in pollers:
+            poller.loop = self
+
+    def wake(self) -> None:
+        """Interrupt the current wait (from any thread)."""
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self._wake_w.send(b"\0")
+
+    def post(self, call: Callable[[], None]) -> None:
+        """Run ``call`` in the loop thread, soon."""
+        self._posted.put(call)
+        self.wake()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            for poller in self.pollers:
+                poller.close()
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _run(self) -> None:
+        pollers, select = self.pollers, self.selector.select
+        stop_by: float | None = None
+        while True:
+            now = time.monotonic()
+            if stop_by is None and self.stop.is_set():
+                stop_by = now + self.drain_s  # no new poll; those under way may finish
+            if stop_by is not None and (now >= stop_by or not any(p.busy for p in pollers)):
+                return
+            for poller in pollers:
+                self._guard(poller, poller.on_time, now, stop_by is None)
+            self._watch()
+            wait = min([p.next_time() for p in pollers], default=now + 1.0) - time.monotonic()
+            if stop_by is not None:
+                wait = min(wait, stop_by - time.monotonic())
+            for key, _ in select(max(0.0, wait)):
+                poller = key.data
+                if poller is None:
+                    self._wakened()
+                else:
+                    self._guard(poller, poller.on_ready, time.monotonic())
+
+    @staticmethod
+    def _guard(poller: DevicePoller, step: Callable[..., None], *args: object) -> None:
+        """A bug in one device's poll must not stop the others: log it, end that poll."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("%s: unexpected error while polling", poller.dev.serial)
+            poller.abandon()
+
+    def _wakened(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        while True:
+            try:
+                call = self._posted.get_nowait()
+            except queue.Empty:
+                return
+            call()
+
+    def _watch(self) -> None:
+        """Bring the selector in line with what each device's exchange waits for."""
+        for poller in self.pollers:
+            want, have = poller.wanted(), poller.registered
+            if want == have:
+                continue
+            if have is not None and want is not None and have[:2] == want[:2]:
+                self.selector.modify(want[0], want[2], poller)
+            else:
+                if have is not None:
+                    with contextlib.suppress(KeyError, ValueError):
+                        self.selector.unregister(have[0])
+                if want is not None:
+                    self.selector.register(want[0], want[2], poller)
+            poller.registered = want
 
 
 class Collector:
@@ -165,6 +378,7 @@ class Collector:
         self.shared = _Shared()
         self.store = Store(config.data_dir, columns)
         self.pollers: list[DevicePoller] = []
+        self.loop: PollLoop | None = None
         self.started = time.time()
         self.clock_ok = False
         self.clock_reason = ""
@@ -174,8 +388,8 @@ class Collector:
 
     def stop(self, *_: object) -> None:
         self.shared.stop.set()
-        for poller in self.pollers:
-            poller.wake()
+        if self.loop is not None:
+            self.loop.wake()
 
     def run(self) -> int:
         cfg = self.config
@@ -190,8 +404,8 @@ class Collector:
             return 0
         start_mono = _aligned_start(cfg.poll_interval_s)
         self.pollers = [DevicePoller(cfg, d, self.shared, start_mono) for d in cfg.devices]
-        for poller in self.pollers:
-            poller.start()
+        self.loop = PollLoop(self.pollers, self.shared.stop, cfg.request_timeout_s)
+        self.loop.start()
         log.info("collecting %d device(s) every %.3g s into %s", len(self.pollers),
                  cfg.poll_interval_s, cfg.data_dir)
         sdnotify.notify(f"STATUS=collecting {len(self.pollers)} device(s)")
@@ -207,8 +421,7 @@ class Collector:
                 next_flush = now + cfg.flush_interval_s
             deadline = min(next_flush, next_dog if watchdog else next_flush)
             self.shared.stop.wait(max(0.0, deadline - time.monotonic()))
-        for poller in self.pollers:
-            poller.join(timeout=cfg.request_timeout_s + 1)
+        self.loop.join(timeout=cfg.request_timeout_s + 1)  # polls under way may finish
         self._flush()
         self.store.close()
         log.info("stopped; every buffered sample written")
@@ -312,7 +525,8 @@ def write_state(path: Path, state: dict[str, object]) -> None:
 
 def disk_free_mb(path: Path) -> int:
     try:
-        return shutil.disk_usage(path).free // (1 << 20)
+        st = os.statvfs(path)  # what shutil.disk_usage calls "free", without importing shutil
+        return st.f_bavail * st.f_frsize // (1 << 20)
     except OSError:
         return -1
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hw_picollector.config import DeviceConfig
 from hw_picollector.devices.canonical import Sample, to_sample
@@ -55,6 +55,9 @@ IDENTITY_RECHECK_S = 300.0
 BACKOFF_CAP_S = 30.0
 _TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: safe in a header
 PAIR_HINT = "pair again with `hwpc pair` and update the token file"
+T = TypeVar("T")
+Request = tuple[str, dict[str, str]]
+"""A GET to make: (path, headers)."""
 
 
 @dataclass(frozen=True)
@@ -198,15 +201,18 @@ class DeviceClient:
             self._token = token
         return {"Authorization": f"Bearer {self._token}", "X-Api-Version": "2"}
 
-    def _get(self, path: str) -> Any:
-        """One GET; any error forgets the identity check (and a refused token)."""
+    # Each call is written once, as the GETs it needs: a generator that yields (path, headers),
+    # is sent each Response (or thrown the transport's DeviceError) and returns the result.
+    # The methods below drive it with blocking requests; the collector drives measure_steps()
+    # from its selector loop (see Connection.begin).
+
+    def _get(self, path: str) -> Generator[Request, Response, Any]:
+        """One GET, decoded; any error forgets the identity check (and a refused token)."""
         try:
             if not self._address:
                 raise Unreachable(self.dev.serial, self.url, "set `address` in the config "
                                   "or let mDNS discovery find the device")
-            headers = self._headers()
-            resp = self._connection().request("GET", path, self.dev.serial, self.timeout_s,
-                                              headers=headers)
+            resp = yield path, self._headers()
             return _decode(resp, self.dev.serial, self.dev.api)
         except DeviceError as exc:
             self._verified_at = None
@@ -214,18 +220,16 @@ class DeviceClient:
                 self._token = None  # re-read the file: it may have been re-deployed
             raise
 
-    def info(self) -> DeviceInfo:
-        """``GET /api``: product type, serial, firmware and API version."""
-        info = parse_info(self._get("/api"))
+    def _info(self) -> Generator[Request, Response, DeviceInfo]:
+        info = parse_info((yield from self._get("/api")))
         if info is None:
             self._verified_at = None
             raise InvalidResponse(self.dev.serial, self.url + "/api",
                                   "GET /api gave no serial/product_type")
         return info
 
-    def check_identity(self) -> DeviceInfo:
-        """``GET /api`` and require the configured serial (``SerialMismatch`` otherwise)."""
-        info = self.info()
+    def _check_identity(self) -> Generator[Request, Response, DeviceInfo]:
+        info = yield from self._info()
         if info.serial != self.dev.serial.lower():
             self._reset()
             raise SerialMismatch(self.dev.serial, self.url + "/api", info.serial,
@@ -236,14 +240,46 @@ class DeviceClient:
         self._verified_at = self._clock()
         return info
 
-    def measure(self) -> Sample:
-        """One measurement as a canonical Sample (identity re-checked when due)."""
+    def measure_steps(self) -> Generator[Request, Response, Sample]:
+        """``measure`` for a caller that does the requests itself (see the note above)."""
         if self._verified_at is None or self._clock() - self._verified_at >= IDENTITY_RECHECK_S:
-            self.check_identity()
+            yield from self._check_identity()
         path = "/api/measurement" if self.dev.api == "v2" else "/api/v1/data"
-        payload = self._get(path)
+        payload = yield from self._get(path)
         if not isinstance(payload, dict):
             self._verified_at = None
             raise InvalidResponse(self.dev.serial, self.url + path,
                                   f"expected a JSON object, got {type(payload).__name__}")
         return to_sample(self.dev.product_type, payload)
+
+    def connection(self) -> Connection:
+        """The device's connection (opened on first use; ``TlsError`` for an unusable CA)."""
+        return self._connection()
+
+    def _run(self, steps: Generator[Request, Response, T]) -> T:
+        """Drive ``steps`` with blocking requests."""
+        try:
+            path, headers = next(steps)
+            while True:
+                try:
+                    resp = self._connection().request("GET", path, self.dev.serial,
+                                                      self.timeout_s, headers=headers)
+                except DeviceError as exc:
+                    path, headers = steps.throw(exc)
+                else:
+                    path, headers = steps.send(resp)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    def info(self) -> DeviceInfo:
+        """``GET /api``: product type, serial, firmware and API version."""
+        return self._run(self._info())
+
+    def check_identity(self) -> DeviceInfo:
+        """``GET /api`` and require the configured serial (``SerialMismatch`` otherwise)."""
+        return self._run(self._check_identity())
+
+    def measure(self) -> Sample:
+        """One measurement as a canonical Sample (identity re-checked when due)."""
+        return self._run(self.measure_steps())
