@@ -190,3 +190,20 @@ def test_day_of_and_format_ts_at_the_edges() -> None:
     assert store.format_ts(midnight - 1) == "2025-11-25T23:59:59.999Z"
     assert store.format_ts(midnight) == "2025-11-26T00:00:00.000Z"
     assert store.format_ts(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_lines_encoded_elsewhere_are_stored_like_appended_samples(tmp_path: Path) -> None:
+    a, b = store.Store(tmp_path / "a", cols), store.Store(tmp_path / "b", cols)
+    for s in (a, b):
+        s.open_device("aaaaaaaaaaaa", "HWE-P1")
+    encode = b.encoder("aaaaaaaaaaaa")  # pure: the collector calls it on its polling thread
+    samples = [(1000, {"power_w": 1.5, "gas_ts": "2025-11-26T00:00:00"}, {}),
+               (2000, {"power_w": 2.0, "new_w": 3.0}, {"x": 1.0}), (1500, {"power_w": 9.0}, {})]
+    for ts, values, extra in samples:
+        assert a.append("aaaaaaaaaaaa", ts, values, extra) == \
+            b.append_line("aaaaaaaaaaaa", ts, encode(ts, values, extra))
+    assert a.flush() == b.flush() == 2
+    a.close()
+    b.close()
+    name = f"measurements/aaaaaaaaaaaa/{store.day_of(1000)}.csv"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state/collector.json"
 RESOLVE_AFTER_FAILURES = 3
 RESOLVE_EVERY_S = 60.0
+Encoder = Callable[[int, dict[str, float | str], dict[str, float]], str]
 
 
 @dataclass
@@ -58,7 +59,8 @@ class DeviceState:
 
 @dataclass
 class _Shared:
-    samples: queue.SimpleQueue[tuple[str, int, Sample]] = field(default_factory=queue.SimpleQueue)
+    # (serial, ts_ms, CSV line): encoded where the sample is taken, written by the main thread
+    samples: queue.SimpleQueue[tuple[str, int, str]] = field(default_factory=queue.SimpleQueue)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -71,8 +73,8 @@ class DevicePoller:
     """
 
     def __init__(self, config: Config, dev: DeviceConfig, shared: _Shared, start_mono: float,
-                 loop: PollLoop | None = None):
-        self.config, self.dev, self.shared = config, dev, shared
+                 encode: Encoder, *, loop: PollLoop | None = None):
+        self.config, self.dev, self.shared, self.encode = config, dev, shared, encode
         self.start_mono = start_mono
         self.loop = loop
         self.state = DeviceState(dev.serial, dev.product_type, dev.address)
@@ -184,7 +186,8 @@ class DevicePoller:
             else:
                 log.info("%s %s: first sample", self.dev.serial, self.client.url)
         st.state, st.consecutive_failures = "ok", 0
-        self.shared.samples.put((self.dev.serial, self._ts_ms, sample))
+        line = self.encode(self._ts_ms, sample.values, sample.extra)
+        self.shared.samples.put((self.dev.serial, self._ts_ms, line))
         self._done(True)
 
     def _failed(self, exc: DeviceError) -> None:
@@ -385,6 +388,7 @@ class Collector:
         self._disk_low = False
         self._write_error: str | None = None
         self._held_back: set[str] = set()
+        self._state_path = config.data_dir / STATE_FILE
 
     def stop(self, *_: object) -> None:
         self.shared.stop.set()
@@ -403,7 +407,8 @@ class Collector:
             self._publish()
             return 0
         start_mono = _aligned_start(cfg.poll_interval_s)
-        self.pollers = [DevicePoller(cfg, d, self.shared, start_mono) for d in cfg.devices]
+        self.pollers = [DevicePoller(cfg, d, self.shared, start_mono, self.store.encoder(d.serial))
+                        for d in cfg.devices]
         self.loop = PollLoop(self.pollers, self.shared.stop, cfg.request_timeout_s)
         self.loop.start()
         log.info("collecting %d device(s) every %.3g s into %s", len(self.pollers),
@@ -451,11 +456,11 @@ class Collector:
         by_serial = {p.dev.serial: p.state for p in self.pollers}
         while True:
             try:
-                serial, ts_ms, sample = self.shared.samples.get_nowait()
+                serial, ts_ms, line = self.shared.samples.get_nowait()
             except queue.Empty:
                 return
             st = by_serial[serial]
-            if self.store.append(serial, ts_ms, sample.values, sample.extra):
+            if self.store.append_line(serial, ts_ms, line):
                 st.samples += 1
                 st.last_ts = format_ts(ts_ms)
                 if serial in self._held_back:
@@ -504,7 +509,7 @@ class Collector:
             "devices": {p.dev.serial: dict(vars(p.state)) for p in self.pollers},
         }
         try:
-            write_state(self.config.data_dir / STATE_FILE, state)
+            write_state(self._state_path, state)
         except OSError as exc:
             if not self.store.write_error:
                 log.warning("cannot write %s: %s", STATE_FILE, exc.strerror)
@@ -517,10 +522,20 @@ def write_state(path: Path, state: dict[str, object]) -> None:
     (or no) snapshot is fine, and ``hwpc status`` treats an unreadable one as absent. Syncing
     it (file and directory) would add two disk syncs to every flush, SD card wear for nothing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    data = json.dumps(state, sort_keys=True).encode()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def disk_free_mb(path: Path) -> int:

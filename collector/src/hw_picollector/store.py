@@ -363,11 +363,29 @@ class Store:
         dev = self._devices[serial]
         if ts_ms <= dev.last_ts:
             return False
+        return self.append_line(serial, ts_ms, self._encode(dev, ts_ms, values, extra or {}))
+
+    def encoder(self, serial: str) -> Callable[[int, dict[str, float | str], dict[str, float]],
+                                                str]:
+        """``encode(ts_ms, values, extra)`` → the CSV line ``append_line`` takes.
+
+        Pure (it reads the device's column layout, fixed by ``open_device``), so another
+        thread may encode while this store's owner writes: the collector encodes each
+        sample right where it is taken.
+        """
+        dev = self._devices[serial]
+        return lambda ts_ms, values, extra: self._encode(dev, ts_ms, values, extra)
+
+    def append_line(self, serial: str, ts_ms: int, line: str) -> bool:
+        """``append`` for a line from ``encoder``."""
+        dev = self._devices[serial]
+        if ts_ms <= dev.last_ts:
+            return False
         dev.last_ts = ts_ms
         if len(dev.pending) >= MAX_PENDING_ROWS:
             dev.pending.pop(0)
             dev.dropped += 1
-        dev.pending.append((ts_ms, self._encode(dev, ts_ms, values, extra or {})))
+        dev.pending.append((ts_ms, line))
         return True
 
     def _encode(self, dev: _Device, ts_ms: int, values: dict[str, float | str],
