@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +98,20 @@ def in_window(by_device: dict[str, list[float]], first: int, last: int) -> list[
     return kept
 
 
+def wait_for_ports(ports: list[int], timeout_s: float = 60.0) -> None:
+    """Until every simulator accepts connections (a loaded machine starts them slowly)."""
+    deadline = time.monotonic() + timeout_s
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"simulator on port {port} did not start") from None
+                time.sleep(0.05)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -105,6 +120,11 @@ def main() -> int:
     args = parser.parse_args()
     seconds = args.minutes * 60
     reference_python = ensure_reference_venv()
+    # Bytecode for the package, as its pip install on a Pi leaves it (and as the reference's
+    # library has it): otherwise an editable checkout under PYTHONDONTWRITEBYTECODE compiles
+    # every module at every start, CPU time no deployed collector spends.
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    str(ROOT / "collector" / "src" / "hw_picollector")], check=True)
     if BUILD.exists():
         subprocess.run(["rm", "-rf", str(BUILD)], check=True)
     BUILD.mkdir(parents=True)
@@ -127,7 +147,7 @@ def main() -> int:
                                       "clock_sync": "trust", "mdns": False,
                                       "devices": devices}))
     try:
-        time.sleep(2.0)  # let the simulators bind; both pollers then start together
+        wait_for_ports([base_port + i for i in range(args.devices)])  # then both start
         t_start = time.time()
         collector = subprocess.Popen([sys.executable, "-m", "hw_picollector", "collect",
                                       "--config", str(config)], stderr=subprocess.DEVNULL)
