@@ -461,9 +461,13 @@ host_disk_current() { # host arch
 
 # Under qemu-user, systemd cannot set up unit credentials (LoadCredential=/SetCredential= fail
 # with 243/CREDENTIALS "Failed to set up credentials: Invalid argument"), which fails
-# systemd-sysusers, systemd-tmpfiles-setup{,-dev} and others at boot. Their credentials are
-# optional, so an emulated host drops them; units of the project that need credentials must be
-# tested on native hosts.
+# systemd-sysusers, systemd-tmpfiles-setup{,-dev} and others at boot. The cause: systemd builds
+# the credential store in a child forked with clone(CLONE_NEWNS) ("(sd-mkdcreds)"); qemu-user
+# emulates no namespace flag in clone() and returns EINVAL, and systemd falls back to a store
+# without a mount namespace only on a permission or not-supported error. (PrivateUsers= fails
+# too: qemu-user is multi-threaded, and the kernel refuses unshare(CLONE_NEWUSER) to a
+# multi-threaded process.) Their credentials are optional, so an emulated host drops them; the
+# collector role has hwpc_qemu_user_emulation for its own units.
 emulation_dropins() { # root
   local root="$1" f u
   for f in "$root"/lib/systemd/system/*.service; do
