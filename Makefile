@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deps lint test test-unit test-molecule test-fleet demo demo-down bench cassandra-up cassandra-down \
+.PHONY: help venv deps lint test test-unit test-molecule test-arm64 test-fleet demo demo-down bench cassandra-up cassandra-down \
         fleet-up fleet-down clean
 
 help:  ## list the commands
@@ -34,6 +34,10 @@ lint: venv  ## ruff, mypy, yamllint, ansible-lint (production profile)
 
 test-molecule: venv  ## the collector role on an nspawn host (needs root and make cassandra-up)
 	cd roles/collector && PATH=$(CURDIR)/$(BIN):$$PATH molecule test
+
+test-arm64: venv  ## test-molecule on an arm64 (Raspberry Pi) host under qemu-user emulation
+	@t0=$$(date +%s); cd roles/collector && PATH=$(CURDIR)/$(BIN):$$PATH molecule test -s arm64; \
+	rc=$$?; echo "test-arm64: $$(( $$(date +%s) - t0 )) s, exit $$rc"; exit $$rc
 
 test-fleet: venv  ## end-to-end fault tests on the demo fleet (needs root; starts the demo)
 	$(PYTEST) -q -p no:cacheprovider tests/fleet
