@@ -30,7 +30,7 @@ from hw_picollector import __version__, clock, sdnotify
 from hw_picollector.config import Config, DeviceConfig
 from hw_picollector.devices.canonical import Sample, columns
 from hw_picollector.devices.client import DeviceClient, DeviceError, Request, backoff_s
-from hw_picollector.devices.transport import Connection, Response
+from hw_picollector.devices.transport import READ, Connection, Response
 from hw_picollector.store import Store, format_ts
 
 log = logging.getLogger(__name__)
@@ -88,17 +88,23 @@ class DevicePoller:
         self._conn: Connection | None = None
         self._ts_ms = 0
         self.registered: tuple[int, int, int] | None = None  # (fd, socket no., events)
+        # its idle connection is in the selector (since before the last wait): a device
+        # closing it is seen there, so it need not be polled before the next request
+        self.idle_watched = False
 
     @property
     def busy(self) -> bool:
         return self._steps is not None
 
     def wanted(self) -> tuple[int, int, int] | None:
-        """(fd, socket number, events) the selector should watch for this device, if any."""
+        """(fd, socket number, events) the selector should watch for this device, if any: the
+        exchange's, or readability of the idle connection (the device closing it), which
+        keeps a kept-alive connection registered from one poll to the next."""
         conn = self._conn
-        if conn is None or not conn.busy or not (events := conn.want()):
+        if conn is None or not conn.connected:
             return None
-        return conn.fileno(), conn.sockets, events
+        events = conn.want() if conn.busy else READ
+        return (conn.fileno(), conn.sockets, events) if events else None
 
     def next_time(self) -> float:
         """When this device next needs the loop: its deadline, or its next tick."""
@@ -142,6 +148,9 @@ class DevicePoller:
         conn = self._conn
         if conn is None:
             return
+        if not conn.busy:
+            conn.idle_ready()
+            return
         try:
             resp = conn.advance(now)
         except DeviceError as exc:
@@ -172,7 +181,9 @@ class DevicePoller:
             try:
                 conn = self._conn = self.client.connection()
                 conn.begin("GET", path, self.dev.serial, self.client.timeout_s, now,
-                           headers=headers, wake=self.loop.wake if self.loop else None)
+                           headers=headers, wake=self.loop.wake if self.loop else None,
+                           watched=self.idle_watched)
+                self.idle_watched = False
                 return
             except DeviceError as exc:
                 send, throw = None, exc
@@ -362,6 +373,8 @@ class PollLoop(threading.Thread):
         """Bring the selector in line with what each device's exchange waits for."""
         for poller in self.pollers:
             want, have = poller.wanted(), poller.registered
+            conn = poller._conn
+            poller.idle_watched = want is not None and conn is not None and not conn.busy
             if want == have:
                 continue
             if have is not None and want is not None and have[:2] == want[:2]:

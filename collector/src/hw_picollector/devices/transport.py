@@ -198,17 +198,19 @@ class Connection:
 
     def begin(self, method: str, path: str, serial: str, timeout_s: float, now: float, *,
               headers: dict[str, str] | None = None, body: bytes | None = None,
-              wake: Callable[[], None] | None = None) -> None:
+              wake: Callable[[], None] | None = None, watched: bool = False) -> None:
         """Start one exchange without blocking (same rules as ``request``).
 
         Then call ``advance`` whenever ``fileno()`` is ready for ``want()`` (while
         ``want()`` is 0, a host name is being looked up: ``wake`` is called when it is done),
         and ``expire`` once ``now`` passes ``deadline`` (which moves on with every step).
+        ``watched``: the caller watches the idle connection for readability itself (see
+        ``idle_ready``), so it is not polled here for being closed.
         """
         if self._phase is not None:
             raise RuntimeError("an exchange is already in progress")
         data = self._request_bytes(method, path, headers, body)
-        if self._sock is not None and self._dropped():
+        if self._sock is not None and not watched and self._dropped():
             self.close()  # the device hung up on the idle connection: open a fresh one
         self._out, self._sent, self._in = data, 0, b""
         self._method, self._serial, self._url = method, serial, self.base_url + path
@@ -234,6 +236,12 @@ class Connection:
             self._open(info)
         except Exception as exc:
             self._fail(exc)
+
+    def idle_ready(self) -> None:
+        """The idle connection turned readable: the device closed it (or sent stray bytes).
+        Closed, so the next exchange opens a fresh one."""
+        if self._phase is None:
+            self.close()
 
     def want(self) -> int:
         """``READ`` or ``WRITE`` (selector events) the exchange waits for; 0: none (a lookup)."""
