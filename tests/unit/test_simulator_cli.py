@@ -120,3 +120,14 @@ def test_the_cli_choices_are_the_models() -> None:
 
     assert sorted(model.PRODUCT_TYPES) == sorted(config.PRODUCT_TYPES)
     assert model.ROLES == config.ROLES
+
+
+def test_mdns_options(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("--type", "HWE-P1", "--port", "0")
+    assert (args.mdns, args.mdns_interface) == (False, "127.0.0.1")
+    # never on a real network by accident (the end-to-end test is test_discover_netns)
+    assert run(parse("--type", "HWE-P1", "--port", "0", "--mdns",
+                     "--mdns-interface", "192.0.2.10")) == 2
+    assert "not a loopback address" in capsys.readouterr().err
+    assert run(parse("--type", "HWE-P1", "--port", "0", "--mdns", "--mdns-interface", "::1")) == 2
+    assert "not an IPv4 address" in capsys.readouterr().err

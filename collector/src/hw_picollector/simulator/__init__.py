@@ -6,7 +6,7 @@
 - :mod:`.payloads`: v1 names and the devices' JSON number formats.
 - :mod:`.server`: :class:`~.server.SimulatedDevice`, the HTTP(S) device with test controls.
 
-mDNS advertisement is not part of the simulator (yet): ``hw_picollector.discovery`` owns it.
+mDNS advertisement (``--mdns``) goes through ``hw_picollector.discovery.Advertisement``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault", choices=FAULT_CHOICES, default="none", help="misbehave from the start"
     )
     parser.add_argument("--firmware", help="firmware_version to report")
+    parser.add_argument(
+        "--mdns", action="store_true",
+        help="advertise over mDNS (_hwenergy._tcp, or _homewizard._tcp for v2) as a real device",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mdns-interface", default="127.0.0.1", metavar="IPV4",
+        help="the one interface to advertise on (loopback only: use a network namespace)",
+    )  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
 

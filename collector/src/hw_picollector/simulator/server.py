@@ -15,6 +15,14 @@ Faithful to docs/homewizard-api.md where the behaviour is documented. Choices wh
 - ``nulls`` sends old-firmware payloads: ``null`` phases 2/3 and gas, integers as ``12.000``.
 - The socket's power_on/brightness do not change the simulated power.
 
+mDNS (``mdns=True``, ``hwpc simulate --mdns``): the device advertises the service of the API
+it serves, ``_hwenergy._tcp`` (v1) or ``_homewizard._tcp`` (v2), with a real device's instance
+name and TXT record (``discovery.Advertisement``), IPv4 only, on ``mdns_interface`` only
+(127.0.0.1 by default: meant for a network namespace of its own, never a real network). A real
+v2 meter also advertises ``_hwenergy._tcp`` for its v1 API on port 80; a simulator serves one
+API, so it advertises that one. A serial change re-advertises; ``disabled`` sets the v1 TXT
+``api_enabled=0``.
+
 Control endpoints (no auth, both APIs): ``POST /_sim/button`` (open the pairing window),
 ``POST /_sim/fault`` ``{"fault": F}``, ``POST /_sim/serial`` ``{"serial": S}`` (become another
 device at this address; open connections are closed), ``GET /_sim/stats``.
@@ -126,6 +134,8 @@ class SimulatedDevice:
         role: str | None = None,
         first_telegram_s: float = 1.0,
         verbose: bool = False,
+        mdns: bool = False,
+        mdns_interface: str = "127.0.0.1",
     ) -> None:
         if product_type not in PRODUCT_NAMES:
             raise ValueError(
@@ -142,6 +152,9 @@ class SimulatedDevice:
         self.firmware = firmware or FIRMWARE.get(product_type, "5.0203")
         self.role, self.first_telegram_s, self.verbose = role, first_telegram_s, verbose
         self.slow_delay_s = SLOW_DELAY_S
+        self.mdns, self.mdns_interface = mdns, mdns_interface
+        self._advert: Any = None  # discovery.Advertisement while advertising
+        self._advert_lock = threading.Lock()
         self.fault = "none"
         self.set_fault(fault or "none")
         self._lock = threading.RLock()
@@ -181,9 +194,16 @@ class SimulatedDevice:
             target=self._httpd.serve_forever, args=(0.05,), name=f"sim-{self.serial}", daemon=True
         )
         self._thread.start()
+        if self.mdns:
+            try:
+                self.advertise()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
+        self.unadvertise()
         self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -217,7 +237,10 @@ class SimulatedDevice:
     def set_fault(self, fault: str) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        was_enabled = self.fault != "disabled"
         self.fault = fault
+        if self._advert is not None and self.api == "v1" and was_enabled != (fault != "disabled"):
+            self._readvertise()  # the v1 TXT record carries api_enabled
 
     def press_button(self, window_s: float = PAIRING_WINDOW_S) -> None:
         """Open the window (30 s) in which POST /api/user hands out tokens."""
@@ -234,6 +257,40 @@ class SimulatedDevice:
             context.load_cert_chain(cert, key)
         with self._lock:
             self.serial, self.model, self.ssl_context = serial, model, context
+        if self._advert is not None:
+            self._readvertise()  # another device now: its own instance name and TXT record
+
+    # --- mDNS ------------------------------------------------------------------------------
+    @property
+    def advertisement(self) -> Any:
+        """The ``discovery.Advertisement`` being published, or None."""
+        return self._advert
+
+    def advertise(self) -> None:
+        """Publish the device over mDNS on ``mdns_interface`` (see the module docstring)."""
+        from hw_picollector.discovery import Advertisement  # zeroconf only when asked for
+
+        bind = ipaddress.ip_address(self.bind) if _is_ipv4(self.bind) else None
+        address = self.bind if bind is not None and not bind.is_unspecified \
+            else self.mdns_interface
+        advert = Advertisement(
+            self.serial, self.product_type, self.port, address, api=self.api,
+            interfaces=[self.mdns_interface], product_name=PRODUCT_NAMES[self.product_type],
+            api_enabled=self.fault != "disabled", api_version=API_V2_VERSION,
+        )  # fmt: skip
+        with self._advert_lock:
+            advert.__enter__()
+            self._advert = advert
+
+    def unadvertise(self) -> None:
+        with self._advert_lock:
+            advert, self._advert = self._advert, None
+        if advert is not None:
+            advert.__exit__(None, None, None)
+
+    def _readvertise(self) -> None:
+        self.unadvertise()
+        self.advertise()
 
     def measurement(self) -> dict[str, Any]:
         with self._lock:
@@ -613,6 +670,13 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("%s %s", self.server.device.serial, format % args)
 
 
+def _is_ipv4(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 4
+    except ValueError:
+        return False
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -631,11 +695,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"hwpc simulate: error: --bind {args.bind} is not a loopback address "
               "(add --allow-non-loopback to serve on a network)", file=sys.stderr)  # fmt: skip
         return 2
+    mdns = getattr(args, "mdns", False)
+    mdns_interface = getattr(args, "mdns_interface", "127.0.0.1")
+    if mdns and not _is_ipv4(mdns_interface):
+        print(f"hwpc simulate: error: --mdns-interface {mdns_interface} is not an IPv4 address",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if mdns and not _is_loopback(mdns_interface) and not args.allow_non_loopback:
+        print(f"hwpc simulate: error: --mdns-interface {mdns_interface} is not a loopback "
+              "address (add --allow-non-loopback to advertise on a network)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         device = SimulatedDevice(
             args.type, api=args.api, serial=args.serial, port=args.port, bind=args.bind,
             tls_dir=args.tls_dir, token=args.token, fault=args.fault, firmware=args.firmware,
-            role=args.role, verbose=args.verbose,
+            role=args.role, verbose=args.verbose, mdns_interface=mdns_interface,
         )  # fmt: skip
     except ValueError as exc:
         print(f"hwpc simulate: error: {exc}", file=sys.stderr)
@@ -646,16 +721,26 @@ def run(args: argparse.Namespace) -> int:
     try:
         device.start()
     except OSError as exc:
-        print(
-            f"hwpc simulate: error: cannot listen on {args.bind}:{args.port}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"hwpc simulate: error: cannot listen on {args.bind}:{args.port}: {exc}",
+              file=sys.stderr)  # fmt: skip
         return 1
+    if mdns:
+        try:
+            device.advertise()
+        except OSError as exc:
+            device.stop()
+            print(f"hwpc simulate: error: cannot advertise over mDNS on {mdns_interface}: "
+                  f"{exc}", file=sys.stderr)  # fmt: skip
+            return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"simulating {device.product_type} {device.serial} api {device.api} on {device.url}",
           file=sys.stderr, flush=True)  # fmt: skip
+    if device.advertisement is not None:
+        advert = device.advertisement
+        print(f"advertising {advert.instance}.{advert.service} via mDNS on {mdns_interface}",
+              file=sys.stderr, flush=True)  # fmt: skip
     while not stop.wait(1.0):
         pass
     device.stop()
