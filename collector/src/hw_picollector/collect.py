@@ -270,6 +270,7 @@ class DevicePoller:
         self.client.set_address(found)
         self.state.address = found
         self._conn = None
+        self.retry_at = 0.0  # a new address: no back-off from the old one's failures
 
     def abandon(self) -> None:
         """End the poll under way as failed and drop the connection (after a bug)."""
