@@ -29,15 +29,21 @@ PV = {"serial": "3c39e7100002", "product_type": "HWE-KWH1", "role": "production"
 
 
 def history(config: Path, days: int, end: date | None = None) -> None:
-    args = ["simulate-history", "--config", str(config), "--days", str(days)]
-    if end:
-        args += ["--end", end.isoformat()]
-    hwpc(*args)
+    """Whole closed days ending yesterday (UTC) by default: the same backlog at any hour."""
+    end = end or datetime.now(UTC).date() - timedelta(days=1)
+    hwpc("simulate-history", "--config", str(config), "--days", str(days),
+         "--end", end.isoformat())
 
 
 def checkpoints_of(data: Path) -> dict[str, Any]:
     return {str(p.relative_to(data)): json.loads(p.read_text())
             for p in sorted((data / "sync").rglob("*.json")) if p.name != "last-sync.json"}
+
+
+def synced_rows(data: Path) -> int:
+    """Rows acknowledged so far, as the device checkpoints record them."""
+    # Checkpoints are replaced atomically, so a read never sees half a file.
+    return sum(json.loads(cp.read_text())["rows"] for cp in (data / "sync").glob("3c39*/*.json"))
 
 
 def assert_exactly_once(admin: Any, keyspace: str, data: Path, site: str = "SITE01") -> int:
@@ -87,20 +93,28 @@ def test_sync_killed_ten_times_then_completed(tmp_path: Path, admin: Any,
                                               keyspace: str) -> None:
     config = make_config(tmp_path, keyspace, [P1, PV])
     hwpc("db", "init", "--config", str(config))
-    history(config, 1)
+    history(config, 1)  # 172,800 rows
     data = tmp_path / "data"
     rng = random.Random(10)
-    kills = 0
-    while kills < 10:
+    for kill in range(10):
+        start = synced_rows(data)
         proc = subprocess.Popen([*HWPC, "sync", "--config", str(config), "--once",
                                  "--no-progress"], stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 4.0))  # a random moment
-        if proc.poll() is not None:
-            break  # finished before the kill: the rest is covered by the checks below
+        # A random moment, chosen by progress rather than by the clock so that it lands
+        # mid-sync on a machine of any speed: every third kill while the sync starts up,
+        # the others after a random number of acknowledged rows.
+        if kill % 3 == 0:
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            target = start + rng.randint(1_000, 12_000)
+            deadline = time.monotonic() + 120
+            while synced_rows(data) < target and proc.poll() is None:
+                assert time.monotonic() < deadline, "the sync made no progress in 120 s"
+                time.sleep(0.005)
+        assert proc.poll() is None, f"kill {kill + 1}: the sync finished before it"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
-    assert kills >= 3, "the backlog should outlast several kills"
+    assert 0 < synced_rows(data) < 2 * 86400, "the kills should have interrupted the backlog"
     hwpc("sync", "--config", str(config), "--once", "--no-progress")
     assert_exactly_once(admin, keyspace, data)
     # device_latest holds each device's newest row; it never moves backwards.

@@ -22,13 +22,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import __version__
+from hw_picollector import __version__, store
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,7 @@ class Central:
 
 
 def iso(ts_ms: int | None) -> str | None:
-    if ts_ms is None:
-        return None
-    seconds, ms = divmod(int(ts_ms), 1000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+    return None if ts_ms is None else store.format_ts(int(ts_ms))
 
 
 def parse_iso(text: str | None) -> int | None:
@@ -259,13 +255,11 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
                 if cell[key]:
                     break
                 cell[key] = None
-        daily = {day: {"samples": n, "expected": round(expected_samples(
-                     parse_iso(day + "T00:00:00Z") or 0,
-                     (parse_iso(day + "T00:00:00Z") or 0) + DAY_MS, now_ms, poll)),
-                       "coverage": _ratio(n, expected_samples(
-                           parse_iso(day + "T00:00:00Z") or 0,
-                           (parse_iso(day + "T00:00:00Z") or 0) + DAY_MS, now_ms, poll))}
-                 for day, n in sorted(central.daily.get(serial, {}).items())}
+        daily = {}
+        for day, n in sorted(central.daily.get(serial, {}).items()):
+            start = parse_iso(day + "T00:00:00Z") or 0
+            exp = expected_samples(start, start + DAY_MS, now_ms, poll)
+            daily[day] = {"samples": n, "expected": round(exp), "coverage": _ratio(n, exp)}
         devices.append({
             "serial": serial,
             "last_local_ts": iso(local_ts),
@@ -518,9 +512,3 @@ def run(config_path: str, fleet_path: Path, out_dir: Path, th: Thresholds, *,
         print(f"report: {json_path.resolve()}\nhtml:   {html_path.resolve()}")
     return 0 if report["ok"] or not fail else 1
 
-
-def site_inputs(entries: Iterable[dict[str, Any]]) -> list[SiteInput]:
-    """Fleet entries already parsed (tests, benchmarks)."""
-    return [SiteInput(host=e["host"], site_id=e["site_id"], devices=list(e.get("devices", [])),
-                      reachable=bool(e.get("reachable")), status=e.get("status"),
-                      error=e.get("error")) for e in entries]
