@@ -124,6 +124,29 @@ def test_nulls_are_no_value_and_wrong_serial_records_nothing(tmp_path: Path) -> 
         client.close()
 
 
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_another_device_behind_a_reopened_connection_records_nothing(
+        tmp_path: Path, tls_dir: Path, api: str) -> None:
+    """The meter leaves, another one takes its address (a DHCP shuffle): the client notices on
+    the very next poll, not at the periodic identity re-check minutes later."""
+    port = free_port()
+    with SimulatedDevice("HWE-P1", api, port=port, tls_dir=tls_dir, token=TOKEN) as sim:
+        client = DeviceClient(device_config(sim, tmp_path), timeout_s=2)
+        client.measure()
+        serial = sim.serial
+    # The connection it kept alive is closed by the departed device; the next request opens
+    # a new one, and that is what the new device answers.
+    with SimulatedDevice("HWE-P1", api, "5c2faf00beef", port=port, tls_dir=tls_dir,
+                         token=TOKEN) as other:
+        assert other.serial != serial
+        error = TlsError if api == "v2" else SerialMismatch  # v2: the certificate names it
+        for _ in range(3):
+            with pytest.raises(error) as err:
+                client.measure()
+            assert other.serial in str(err.value) or api == "v2"
+    client.close()
+
+
 def test_pairing_waits_for_the_button(tmp_path: Path, tls_dir: Path) -> None:
     with SimulatedDevice("HWE-KWH3", "v2", port=free_port(), tls_dir=tls_dir) as sim:
         result: dict[str, str] = {}

@@ -3,8 +3,14 @@
 One persistent connection per device (the devices dislike concurrent clients; see
 ``transport``), exactly one HTTP attempt per call: the caller owns the retry schedule (see
 ``backoff_s``). Before the first
-measurement, after any error or re-targeting, and at least every ``IDENTITY_RECHECK_S``, the
-client asks ``GET /api`` and refuses to return a sample when the serial is not the configured one.
+measurement, after any error or re-targeting, whenever a measurement came over a connection
+other than the one last checked, and at least every ``IDENTITY_RECHECK_S``, the client asks
+``GET /api`` and refuses to return a sample when the serial is not the configured one.
+
+Why the connection matters: a device that leaves the network closes its keep-alive
+connection, and the transport quietly opens a new one for the next request. If another device
+has taken the address meanwhile (a DHCP shuffle), that new connection reaches *it*; a sample
+is only returned once ``GET /api`` on that same connection named the configured serial.
 """
 
 from __future__ import annotations
@@ -131,6 +137,7 @@ class DeviceClient:
         self._address = address or dev.address
         self._token: str | None = None
         self._verified_at: float | None = None
+        self._verified_socket = 0  # Connection.sockets when the identity was last checked
         self._conn: Connection | None = None  # opened on first use
 
     def _connection(self) -> Connection:
@@ -238,7 +245,12 @@ class DeviceClient:
             log.debug("%s at %s: identity checked (%s, firmware %s, API %s)", info.serial,
                       self.url, info.product_type, info.firmware_version, info.api_version)
         self._verified_at = self._clock()
+        self._verified_socket = self._socket()
         return info
+
+    def _socket(self) -> int:
+        """Which socket the last answer came over (0: none yet)."""
+        return self._conn.sockets if self._conn is not None else 0
 
     def measure_steps(self) -> Generator[Request, Response, Sample]:
         """``measure`` for a caller that does the requests itself (see the note above)."""
@@ -250,6 +262,13 @@ class DeviceClient:
             self._verified_at = None
             raise InvalidResponse(self.dev.serial, self.url + path,
                                   f"expected a JSON object, got {type(payload).__name__}")
+        answered_on = self._socket()
+        if answered_on != self._verified_socket:  # a new connection: who answered on it?
+            yield from self._check_identity()
+            if self._verified_socket != answered_on:  # re-opened yet again in between
+                self._verified_at = None
+                raise Unreachable(self.dev.serial, self.url + path, "connection re-opened "
+                                  "twice in one poll; sample not recorded")
         return to_sample(self.dev.product_type, payload)
 
     def connection(self) -> Connection:
