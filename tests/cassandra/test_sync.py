@@ -194,6 +194,40 @@ def test_tls_with_the_node_ca_works(tmp_path: Path, admin: Any, keyspace: str,
     assert_exactly_once(admin, keyspace, tmp_path / "data")
 
 
+def test_audit_role_reads_and_cannot_write(tmp_path: Path, admin: Any, keyspace: str) -> None:
+    from cassandra import Unauthorized
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+
+    config = make_config(tmp_path, keyspace, [P1])
+    hwpc("db", "init", "--config", str(config))
+    password = tmp_path / "pw"
+    password.write_text("another-long-password-5678\n")
+    role = f"audit_{keyspace}"
+    create = ("db", "create-role", "--config", str(config), "--role", role,
+              "--password-file", str(password))
+    # first as a Pi's role (MODIFY too), then turned read-only: MODIFY is revoked
+    assert hwpc(*create).stdout.strip() == f"role {role}: created"
+    assert hwpc(*create, "--read-only").stdout.strip() == f"role {role}: grants updated"
+    assert hwpc(*create, "--read-only").stdout.strip() == f"role {role}: unchanged"
+    history(config, 1)
+    hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    cluster = Cluster(["127.0.0.1"], auth_provider=PlainTextAuthProvider(
+        role, "another-long-password-5678"), protocol_version=5)
+    try:
+        audit = cluster.connect()
+        assert audit.execute(f"SELECT device_id FROM {keyspace}.device_latest "
+                             "WHERE site_id = 'SITE01'").one().device_id == P1["serial"]
+        with pytest.raises(Unauthorized):
+            audit.execute(f"INSERT INTO {keyspace}.device_latest (site_id, device_id) "
+                          "VALUES ('SITE01', 'x')")
+        with pytest.raises(Unauthorized):
+            audit.execute(f"TRUNCATE {keyspace}.measurements")
+    finally:
+        cluster.shutdown()
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
 def test_per_pi_role_is_least_privilege(tmp_path: Path, admin: Any, keyspace: str) -> None:
     from cassandra import Unauthorized
     from cassandra.auth import PlainTextAuthProvider

@@ -93,15 +93,19 @@ make_secrets() {
 }
 
 write_vault() { # file, then YAML on stdin
-  local file=$1 tmp
+  local file=$1 tmp old key keep=1
   install -d "$(dirname "$file")"
-  if [ -f "$file" ] && ansible-vault view --vault-password-file "$VAULT_PASS" "$file" >/dev/null 2>&1; then
-    cat >/dev/null
-    return 0 # keep existing passwords: the Pis and Cassandra already use them
-  fi
   tmp=$(mktemp "$STATE/.vault.XXXXXX")
   cat >"$tmp"
-  ansible-vault encrypt --vault-password-file "$VAULT_PASS" --output "$file" "$tmp" >/dev/null
+  # Keep an existing file that already has every key: the Pis and Cassandra use its passwords.
+  if [ -f "$file" ] && old=$(ansible-vault view --vault-password-file "$VAULT_PASS" "$file" 2>/dev/null); then
+    for key in $(sed -n 's/^\([a-z_]*\):.*/\1/p' "$tmp"); do
+      grep -q "^$key:" <<<"$old" || keep=0
+    done
+  else
+    keep=0
+  fi
+  [ "$keep" = 1 ] || ansible-vault encrypt --vault-password-file "$VAULT_PASS" --output "$file" "$tmp" >/dev/null
   rm -f "$tmp"
 }
 
@@ -143,6 +147,7 @@ YAML
   write_vault "$INV/group_vars/all/vault.yml" <<YAML
 ---
 vault_hwpc_cassandra_superuser_password: cassandra
+vault_hwpc_cassandra_audit_password: $(random_secret)
 YAML
   local h n=0
   for h in $HOSTS; do

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from hw_picollector import __version__
 from hw_picollector.config import Config, ConfigError, load_config
@@ -44,6 +45,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from hw_picollector import health
 
     report = health.status(_config(args), coverage_hours=args.coverage_hours)
+    if args.prometheus:
+        from hw_picollector import metrics
+
+        try:
+            metrics.write(report, Path(args.prometheus))
+        except OSError as exc:
+            print(f"hwpc: cannot write metrics to {args.prometheus}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+        return 0
     print(json.dumps(report, indent=2) if args.json else health.render(report))
     return 0
 
@@ -105,8 +116,6 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hw_picollector import freshness
 
     th = freshness.Thresholds(freshness_max_age_s=args.freshness_max_age_s,
@@ -155,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--coverage-hours", type=int, default=0, metavar="N",
                    help="with --json: samples per hour over the last N hours, per device")
+    p.add_argument("--prometheus", metavar="FILE",
+                   help="write the status as Prometheus metrics to FILE (atomically; for "
+                        "node_exporter's textfile collector, FILE ends in .prom) instead")
 
     p = add("db", cmd_db, "central database: schema and per-Pi login roles", config=False)
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -162,11 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
                          ("check", "report schema drift, one line per problem")):
         q = dbsub.add_parser(action, help=text, description=text)
         q.add_argument("--config", required=True, metavar="FILE")
-    q = dbsub.add_parser("create-role", help="a login role with MODIFY and SELECT on the "
-                         "keyspace only; password read from a file, never from the command line")
+    q = dbsub.add_parser("create-role", help="a login role with MODIFY and SELECT (or with "
+                         "--read-only SELECT) on the keyspace only; password read from a file, "
+                         "never from the command line")
     q.add_argument("--config", required=True, metavar="FILE")
     q.add_argument("--role", required=True, help="role name, e.g. pi_cdb001")
     q.add_argument("--password-file", required=True, metavar="FILE")
+    q.add_argument("--read-only", action="store_true",
+                   help="SELECT only (the fleet audit's role); revokes MODIFY if it was granted")
 
     p = add("simulate", cmd_simulate, "a faithful HomeWizard device simulator", config=False)
     from hw_picollector import simulator

@@ -177,8 +177,10 @@ def check(session: Any, cfg: CassandraConfig) -> list[str]:
     return problems
 
 
-def create_role(session: Any, cfg: CassandraConfig, role: str, password: str) -> str:
-    """A login role with MODIFY and SELECT on the keyspace only. Returns what happened."""
+def create_role(session: Any, cfg: CassandraConfig, role: str, password: str, *,
+                read_only: bool = False) -> str:
+    """A login role with MODIFY and SELECT on the keyspace only (a Pi's), or SELECT only
+    (``read_only``: the fleet audit's). Returns what happened."""
     ks = _keyspace(cfg)
     if not IDENT.match(role):
         raise ConfigError(f"--role: {role!r} must match {IDENT.pattern}")
@@ -199,11 +201,13 @@ def create_role(session: Any, cfg: CassandraConfig, role: str, password: str) ->
     granted = {(r.permission) for r in session.execute(
         f"LIST ALL PERMISSIONS ON KEYSPACE {ks} OF {role} NORECURSIVE")
         if r.resource == f"<keyspace {ks}>"}
-    for perm in ("MODIFY", "SELECT"):
-        if perm not in granted:
-            session.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {role}")
-            if outcome == "unchanged":
-                outcome = "grants updated"
+    wanted = {"SELECT"} if read_only else {"MODIFY", "SELECT"}
+    for perm in sorted(wanted - granted):
+        session.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {role}")
+    for perm in sorted(granted - wanted):  # e.g. a Pi's role turned into the audit's
+        session.execute(f"REVOKE {perm} ON KEYSPACE {ks} FROM {role}")
+    if outcome == "unchanged" and granted != wanted:
+        outcome = "grants updated"
     return outcome
 
 
@@ -256,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"schema {cfg.keyspace} version {SCHEMA_VERSION}: ok")
             return 1 if problems else 0
         assert password is not None
-        outcome = create_role(session, cfg, args.role, password)
+        outcome = create_role(session, cfg, args.role, password, read_only=args.read_only)
         print(f"role {args.role}: {outcome}")
         return 0
     finally:

@@ -1,0 +1,94 @@
+"""This Pi's status as Prometheus metrics, for node_exporter's textfile collector.
+
+``hwpc status --prometheus FILE`` renders the same report as ``hwpc status --json`` (see
+``health.status``) and writes it atomically (a temporary file, then a rename), so the textfile
+collector never reads half a file. The sync unit runs it after every sync when the collector
+role's ``hwpc_metrics_textfile_dir`` is set; a household Pi that node_exporter scrapes then
+shows its freshness, backlog and sync health between two fleet audits.
+
+Timestamps are Unix seconds; a metric whose value is unknown (no sample yet, never synced)
+is left out rather than reported as 0, so alerts on age don't fire on a new Pi.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+__all__ = ["registry", "write"]
+
+DEVICE_LABELS = ("serial", "product_type", "role")
+
+
+def _seconds(ts: str | None) -> float | None:
+    """``2026-11-26T13:41:13.000Z`` → Unix seconds; None stays None."""
+    if not ts:
+        return None
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def registry(report: dict[str, Any]) -> CollectorRegistry:
+    """The metrics of one ``health.status`` report."""
+    reg = CollectorRegistry()
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(f"hwpc_{name}", doc, labels, registry=reg)
+
+    gauge("info", "Constant 1, labelled with the site, host and version.",
+          ("site_id", "host", "version")).labels(
+        report["site_id"], report["host"], report["version"]).set(1)
+    gauge("collector_up", "1 when the collector service is running.").set(
+        report["service_active"])
+    if report["uptime_s"] is not None:
+        gauge("collector_uptime_seconds", "Seconds since the collector started.").set(
+            report["uptime_s"])
+    gauge("clock_synchronised", "1 when the system clock is synchronised.").set(
+        report["clock_synchronised"])
+    if report["disk_free_mb"] >= 0:
+        gauge("disk_free_bytes", "Free space on the store's file system.").set(
+            report["disk_free_mb"] * 1024 * 1024)
+    gauge("store_write_error", "1 while the store cannot write (rows held in memory).").set(
+        bool(report["write_error"]))
+    gauge("backlog_rows", "Stored rows not yet acknowledged by the central database.").set(
+        report["backlog_rows"])
+    gauge("backlog_bytes", "Stored bytes not yet acknowledged by the central database.").set(
+        report["backlog_bytes"])
+    last = report.get("last_sync") or {}
+    if (finished := _seconds(report["last_sync_ts"])) is not None:
+        gauge("last_sync_timestamp_seconds", "End of the last successful sync.").set(finished)
+    gauge("last_sync_failed", "1 when the latest sync attempt failed.").set(
+        bool(last.get("last_error")) and
+        (_seconds(last.get("last_attempt")) or 0) >= (finished or 0))
+
+    newest = gauge("device_last_sample_timestamp_seconds", "Newest sample in the store.",
+                   DEVICE_LABELS)
+    ok = gauge("device_ok", "1 while the device answers with its configured serial.",
+               DEVICE_LABELS)
+    samples = gauge("device_samples_since_start", "Samples stored since the collector started.",
+                    DEVICE_LABELS)
+    for dev in report["devices"]:
+        labels = (dev["serial"], dev["product_type"], dev["role"])
+        if (ts := _seconds(dev["last_ts"])) is not None:
+            newest.labels(*labels).set(ts)
+        ok.labels(*labels).set(dev["state"] == "ok")
+        samples.labels(*labels).set(dev["samples_since_start"])
+    gauge("status_timestamp_seconds", "When these metrics were written.").set(
+        _seconds(report["now"]) or 0)
+    return reg
+
+
+def write(report: dict[str, Any], path: Path) -> None:
+    """Write the report's metrics to ``path`` atomically, readable by all (node_exporter runs
+    as its own user; the services' umask would make the file private)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.prom: never collected
+    try:
+        tmp.write_bytes(generate_latest(registry(report)))
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
