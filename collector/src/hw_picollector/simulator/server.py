@@ -116,6 +116,11 @@ def default_serial(product_type: str, port: int) -> str:
     return "5c2faf" + hashlib.sha256(f"{product_type}:{port}".encode()).hexdigest()[:6]
 
 
+def flaky_fails(serial: str, n: int) -> bool:
+    """Whether the ``flaky`` fault fails a device's n-th data request (a fixed sequence)."""
+    return random.Random(f"{serial}:{n}").random() < FLAKY_SHARE
+
+
 class SimulatedDevice:
     """One simulated device, served from a background thread: ``start()``, ``url``, ``stop()``."""
 
@@ -342,7 +347,7 @@ class SimulatedDevice:
         with self._lock:
             n = self._data_requests
             self._data_requests += 1
-        if random.Random(f"{self.serial}:{n}").random() >= FLAKY_SHARE:
+        if not flaky_fails(self.serial, n):
             return None
         if n % 2:
             return Response(0, drop=True)
