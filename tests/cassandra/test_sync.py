@@ -7,6 +7,8 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -194,28 +196,43 @@ def test_tls_with_the_node_ca_works(tmp_path: Path, admin: Any, keyspace: str,
     assert_exactly_once(admin, keyspace, tmp_path / "data")
 
 
-def test_audit_role_reads_and_cannot_write(tmp_path: Path, admin: Any, keyspace: str) -> None:
-    from cassandra import Unauthorized
+def role_command(tmp_path: Path, config: Path, role: str, password: str) -> tuple[str, ...]:
+    """``hwpc db create-role`` for ``role``, its password in a file."""
+    path = tmp_path / f"{role}.pw"
+    path.write_text(password + "\n")
+    return ("db", "create-role", "--config", str(config), "--role", role,
+            "--password-file", str(path))
+
+
+@contextmanager
+def logged_in(admin: Any, role: str, password: str) -> Iterator[Any]:
+    """A session as ``role``; the role is dropped afterwards."""
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import Cluster
 
+    cluster = Cluster(["127.0.0.1"], auth_provider=PlainTextAuthProvider(role, password),
+                      protocol_version=5)
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_audit_role_reads_and_cannot_write(tmp_path: Path, admin: Any, keyspace: str) -> None:
+    from cassandra import Unauthorized
+
     config = make_config(tmp_path, keyspace, [P1])
     hwpc("db", "init", "--config", str(config))
-    password = tmp_path / "pw"
-    password.write_text("another-long-password-5678\n")
-    role = f"audit_{keyspace}"
-    create = ("db", "create-role", "--config", str(config), "--role", role,
-              "--password-file", str(password))
+    role, password = f"audit_{keyspace}", "another-long-password-5678"
+    create = role_command(tmp_path, config, role, password)
     # first as a Pi's role (MODIFY too), then turned read-only: MODIFY is revoked
     assert hwpc(*create).stdout.strip() == f"role {role}: created"
     assert hwpc(*create, "--read-only").stdout.strip() == f"role {role}: grants updated"
     assert hwpc(*create, "--read-only").stdout.strip() == f"role {role}: unchanged"
     history(config, 1)
     hwpc("sync", "--config", str(config), "--once", "--no-progress")
-    cluster = Cluster(["127.0.0.1"], auth_provider=PlainTextAuthProvider(
-        role, "another-long-password-5678"), protocol_version=5)
-    try:
-        audit = cluster.connect()
+    with logged_in(admin, role, password) as audit:
         assert audit.execute(f"SELECT device_id FROM {keyspace}.device_latest "
                              "WHERE site_id = 'SITE01'").one().device_id == P1["serial"]
         with pytest.raises(Unauthorized):
@@ -223,35 +240,24 @@ def test_audit_role_reads_and_cannot_write(tmp_path: Path, admin: Any, keyspace:
                           "VALUES ('SITE01', 'x')")
         with pytest.raises(Unauthorized):
             audit.execute(f"TRUNCATE {keyspace}.measurements")
-    finally:
-        cluster.shutdown()
-        admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_per_pi_role_is_least_privilege(tmp_path: Path, admin: Any, keyspace: str) -> None:
     from cassandra import Unauthorized
-    from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
 
     config = make_config(tmp_path, keyspace, [P1])
     hwpc("db", "init", "--config", str(config))
-    password = tmp_path / "pw"
-    password.write_text("a-long-random-password-1234\n")
-    role = f"pi_{keyspace}"
-    out = hwpc("db", "create-role", "--config", str(config), "--role", role,
-               "--password-file", str(password))
+    role, password = f"pi_{keyspace}", "a-long-random-password-1234"
+    create = role_command(tmp_path, config, role, password)
+    out = hwpc(*create)
     assert out.stdout.strip() == f"role {role}: created"
-    again = hwpc("db", "create-role", "--config", str(config), "--role", role,
-                 "--password-file", str(password))
+    again = hwpc(*create)
     assert again.stdout.strip() == f"role {role}: unchanged"
     assert "a-long-random-password" not in out.stdout + out.stderr + again.stderr
     admin.execute("CREATE KEYSPACE IF NOT EXISTS other_ks WITH replication = "
                   "{'class': 'SimpleStrategy', 'replication_factor': 1}")
     admin.execute("CREATE TABLE IF NOT EXISTS other_ks.t (k int PRIMARY KEY)")
-    cluster = Cluster(["127.0.0.1"], auth_provider=PlainTextAuthProvider(
-        role, "a-long-random-password-1234"), protocol_version=5)
-    try:
-        pi = cluster.connect()
+    with logged_in(admin, role, password) as pi:
         day = date.today()
         pi.execute(f"INSERT INTO {keyspace}.measurements (site_id, device_id, day, ts, power_w) "
                    "VALUES ('S', 'd', %s, 0, 1.0)", (day,))
@@ -261,6 +267,3 @@ def test_per_pi_role_is_least_privilege(tmp_path: Path, admin: Any, keyspace: st
             pi.execute(f"DROP TABLE {keyspace}.measurements")
         with pytest.raises(Unauthorized):
             pi.execute("SELECT * FROM other_ks.t")
-    finally:
-        cluster.shutdown()
-        admin.execute(f"DROP ROLE IF EXISTS {role}")

@@ -6,7 +6,7 @@ interval; every wait is a deadline on an observable condition, never a fixed sle
 
 from __future__ import annotations
 
-import contextlib
+import json
 import socket
 import threading
 import time
@@ -19,6 +19,7 @@ import pytest
 
 from hw_picollector.collect import Collector
 from hw_picollector.config import Config, DeviceConfig
+from hw_picollector.devices.transport import Connection
 from hw_picollector.simulator.server import SimulatedDevice, flaky_fails
 from tests.conftest import free_port
 
@@ -152,76 +153,27 @@ def test_a_host_name_address(tmp_path: Path) -> None:
         until(lambda: state(collector, sim.serial)["samples"] >= 3)
 
 
-class Relay:
-    """A TCP address whose device can be swapped without a moment of refused connections:
-    what a poller sees when one meter leaves and another takes its address in between two
-    polls. ``swap`` closes every open connection (as the departing meter does) and sends new
-    ones to the other device."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.open: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            with self.lock:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-                self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def swap(self, target: int) -> None:
-        with self.lock:
-            self.target = target
-            for s in self.open:
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-            self.open = []
-
-    def close(self) -> None:
-        self.swap(self.target)
-        self.server.close()
-
-
 def test_another_meter_at_the_address_is_caught_on_the_next_poll(tmp_path: Path) -> None:
-    with SimulatedDevice("HWE-P1", "v1", port=free_port()) as sim, \
-            SimulatedDevice("HWE-P1", "v1", "5c2faf00beef", port=free_port()) as other:
-        relay = Relay(sim.port)
-        try:
-            with collecting(tmp_path, [device(sim, tmp_path,
-                                              address=f"127.0.0.1:{relay.port}")]) as collector:
-                until(lambda: state(collector, sim.serial)["samples"] >= 3)
-                relay.swap(other.port)
-                swapped_ms = time.time_ns() // 1_000_000
-                until(lambda: state(collector, sim.serial)["state"] == "serial_mismatch")
-                assert other.serial in str(state(collector, sim.serial)["last_error"])
-                # caught on the first poll after the swap (or the next, had one been in flight)
-                assert int(str(state(collector, sim.serial)["failures"])) <= 2
-                until(lambda: int(str(state(collector, sim.serial)["failures"])) > 1)
-        finally:
-            relay.close()
+    with SimulatedDevice("HWE-P1", "v1", port=free_port()) as sim:
+        serial = sim.serial
+        with collecting(tmp_path, [device(sim, tmp_path)]) as collector:
+            until(lambda: state(collector, serial)["samples"] >= 3)
+            # Another meter at this address between two polls, without a moment of refused
+            # connections: the simulator becomes it and hangs up every open connection, as
+            # the departing meter does.
+            with Connection(f"127.0.0.1:{sim.port}") as control:
+                answer = control.request("POST", "/_sim/serial", serial, 10,
+                                         body=json.dumps({"serial": "5c2faf00beef"}).encode())
+            assert answer.json() == {"serial": "5c2faf00beef"}
+            swapped_ms = time.time_ns() // 1_000_000
+            until(lambda: state(collector, serial)["state"] == "serial_mismatch")
+            assert "5c2faf00beef" in str(state(collector, serial)["last_error"])
+            # caught on the first poll after the swap (or the next, had one been in flight)
+            assert int(str(state(collector, serial)["failures"])) <= 2
+            until(lambda: int(str(state(collector, serial)["failures"])) > 1)
     # Every row stored under the meter's serial was stamped before the swap.
     stamps = [line.split(",", 1)[0] for f in (tmp_path / "data" / "measurements" /
-                                               sim.serial).glob("*.csv")
+                                               serial).glob("*.csv")
               for line in f.read_text().splitlines()[1:]]
     assert len(stamps) >= 3
     newest = max(datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z") for ts in stamps)

@@ -2,8 +2,8 @@
 
 ``hwpc status --prometheus FILE`` renders the same report as ``hwpc status --json`` (see
 ``health.status``) and writes it atomically (a temporary file, then a rename), so the textfile
-collector never reads half a file. The sync unit runs it after every sync when the collector
-role's ``hwpc_metrics_textfile_dir`` is set; a household Pi that node_exporter scrapes then
+collector never reads half a file. The collector role's ``hw-picollector-metrics.timer`` runs
+it when ``hwpc_metrics_textfile_dir`` is set; a household Pi that node_exporter scrapes then
 shows its freshness, backlog and sync health between two fleet audits.
 
 Timestamps are Unix seconds; a metric whose value is unknown (no sample yet, never synced)
@@ -13,11 +13,12 @@ is left out rather than reported as 0, so alerts on age don't fire on a new Pi.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from hw_picollector.store import parse_ts
 
 __all__ = ["registry", "write"]
 
@@ -25,10 +26,8 @@ DEVICE_LABELS = ("serial", "product_type", "role")
 
 
 def _seconds(ts: str | None) -> float | None:
-    """``2026-11-26T13:41:13.000Z`` → Unix seconds; None stays None."""
-    if not ts:
-        return None
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    """A store timestamp (``2026-11-26T13:41:13.000Z``) → Unix seconds; None stays None."""
+    return None if not ts else parse_ts(ts) / 1000
 
 
 def registry(report: dict[str, Any]) -> CollectorRegistry:
@@ -57,12 +56,11 @@ def registry(report: dict[str, Any]) -> CollectorRegistry:
         report["backlog_rows"])
     gauge("backlog_bytes", "Stored bytes not yet acknowledged by the central database.").set(
         report["backlog_bytes"])
-    last = report.get("last_sync") or {}
     if (finished := _seconds(report["last_sync_ts"])) is not None:
         gauge("last_sync_timestamp_seconds", "End of the last successful sync.").set(finished)
+    # a successful sync rewrites last-sync.json without last_error (see sync.py)
     gauge("last_sync_failed", "1 when the latest sync attempt failed.").set(
-        bool(last.get("last_error")) and
-        (_seconds(last.get("last_attempt")) or 0) >= (finished or 0))
+        bool((report.get("last_sync") or {}).get("last_error")))
 
     newest = gauge("device_last_sample_timestamp_seconds", "Newest sample in the store.",
                    DEVICE_LABELS)
