@@ -45,7 +45,7 @@ test-fleet: venv  ## end-to-end fault tests on the demo fleet (needs root; start
 test-unit: venv  ## fast tests: unit, device contract, store durability
 	$(PYTEST) -q tests/unit tests/contract tests/durability
 
-test: deps venv  ## every test (starts and stops what it needs)
+test: deps venv  ## every test (starts and stops what it needs; HWPC_TEST_ARM64=0: no arm64 scenario)
 	bash tests/run-all.sh
 
 demo: deps venv  ## a simulated fleet: Cassandra, 3 nspawn Pis, meters, site.yml, fleet report

@@ -31,6 +31,11 @@ pytest -q -p no:cacheprovider tests/unit tests/contract tests/durability tests/c
 phase "Molecule: the collector role on an nspawn host"
 (cd roles/collector && molecule test)
 
+if [ "${HWPC_TEST_ARM64:-1}" = 1 ]; then
+  phase "Molecule: the collector role on an arm64 host under qemu-user (HWPC_TEST_ARM64=0 skips)"
+  (cd roles/collector && molecule test -s arm64)
+fi
+
 phase "fleet end to end"
 if ! ls build/demo/sim-*.pid >/dev/null 2>&1; then started_demo=1; fi
 pytest -q -p no:cacheprovider tests/fleet

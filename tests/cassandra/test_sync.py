@@ -70,6 +70,17 @@ def test_init_is_idempotent_and_check_reports_drift(tmp_path: Path, admin: Any,
     assert drift.stdout.strip() == f"column {keyspace}.measurements.power_w is missing"
     assert f"added column {keyspace}.measurements.power_w" in \
         hwpc("db", "init", "--config", str(config)).stdout
+    # Replication is part of the schema: drift is reported, and init applies the inventory's.
+    admin.execute(f"ALTER KEYSPACE {keyspace} WITH replication = "
+                  "{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}")
+    drift = hwpc("db", "check", "--config", str(config), check=False)
+    assert drift.returncode == 1
+    assert drift.stdout.strip() == (
+        f"keyspace {keyspace} replication is class=NetworkTopologyStrategy, datacenter1=1, "
+        "expected class=SimpleStrategy, replication_factor=1")
+    changed = hwpc("db", "init", "--config", str(config)).stdout
+    assert f"replication of {keyspace} changed" in changed and "nodetool repair" in changed
+    assert "ok" in hwpc("db", "check", "--config", str(config)).stdout
 
 
 def test_backlog_of_three_days_lands_exactly_once_and_replay_changes_nothing(
@@ -179,12 +190,43 @@ def test_failures_are_clear_and_mark_nothing_synced(tmp_path: Path, admin: Any, 
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("hwpc:")]
     assert len(lines) == 1, result.stderr
+    assert result.stderr.strip().splitlines() == lines, "more than the one line on stderr"
     expected = {"wrong password": "authentication failed", "unreachable": "unreachable",
                 "wrong CA": "TLS"}[fault]
     assert expected in lines[0]
     assert "nothing marked synced" in lines[0]
     assert "not-the-password" not in result.stderr
     assert checkpoints_of(tmp_path / "data") == {}
+
+
+@pytest.mark.parametrize("fault", ["no schema", "read-only role"])
+def test_refused_writes_are_clear_and_mark_nothing_synced(tmp_path: Path, admin: Any,
+                                                          keyspace: str, fault: str) -> None:
+    good = make_config(tmp_path, keyspace, [P1], name="good.yml")
+    kwargs: dict[str, Any] = {"data_dir": tmp_path / "data"}
+    role, password = "hwpc_test_readonly", "read-only-password-1"
+    if fault == "read-only role":
+        hwpc("db", "init", "--config", str(good))
+        hwpc(*role_command(tmp_path, good, role, password), "--read-only")
+        kwargs["creds"] = (role, password)
+    # "no schema": the keyspace was never initialised.
+    config = make_config(tmp_path, keyspace, [P1], **kwargs)
+    history(config, 1)
+    backlog = json.loads(hwpc("status", "--json", "--config", str(config)).stdout)["backlog_rows"]
+    try:
+        result = hwpc("sync", "--config", str(config), "--once", "--no-progress", check=False)
+    finally:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    line = result.stderr.strip()
+    expected = {"no schema": "run: hwpc db check", "read-only role": "permission denied"}[fault]
+    assert expected in line and "Traceback" not in result.stderr
+    assert f"nothing marked synced, {backlog} rows stay on this Pi" in line
+    assert backlog == 86400
+    assert synced_rows(tmp_path / "data") == 0
+    last = json.loads((tmp_path / "data" / "sync" / "last-sync.json").read_text())
+    assert expected in last["last_error"]
 
 
 def test_tls_with_the_node_ca_works(tmp_path: Path, admin: Any, keyspace: str,
@@ -226,10 +268,21 @@ def test_audit_role_reads_and_cannot_write(tmp_path: Path, admin: Any, keyspace:
     hwpc("db", "init", "--config", str(config))
     role, password = f"audit_{keyspace}", "another-long-password-5678"
     create = role_command(tmp_path, config, role, password)
+    exists = f"SELECT role FROM system_auth.roles WHERE role = '{role}'"
+    # --dry-run (what check mode runs) says what would change and changes nothing
+    assert hwpc(*create, "--dry-run").stdout.strip() == \
+        f"role {role}: created (dry run: nothing changed)"
+    assert admin.execute(exists).one() is None
     # first as a Pi's role (MODIFY too), then turned read-only: MODIFY is revoked
     assert hwpc(*create).stdout.strip() == f"role {role}: created"
+    assert hwpc(*create, "--read-only", "--dry-run").stdout.strip() == \
+        f"role {role}: grants updated (dry run: nothing changed)"
     assert hwpc(*create, "--read-only").stdout.strip() == f"role {role}: grants updated"
     assert hwpc(*create, "--read-only").stdout.strip() == f"role {role}: unchanged"
+    assert hwpc(*create, "--read-only", "--dry-run").stdout.strip() == f"role {role}: unchanged"
+    other = role_command(tmp_path, config, role, "a-new-password-for-the-role")
+    assert hwpc(*other, "--read-only", "--dry-run").stdout.strip() == \
+        f"role {role}: password updated (dry run: nothing changed)"
     history(config, 1)
     hwpc("sync", "--config", str(config), "--once", "--no-progress")
     with logged_in(admin, role, password) as audit:

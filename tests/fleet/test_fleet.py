@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,13 +57,19 @@ def test_healthy_fleet_passes_the_audit():
     assert (ROOT / "reports" / "freshness-latest.html").stat().st_size > 1000
 
 
-def test_site_yml_second_run_changes_nothing():
-    out = sh("bash", DEMO, "deploy").stdout
+def _recap(out: str, field: str = "changed") -> dict[str, int]:
     recap = out[out.index("PLAY RECAP"):]
-    changed = {line.split()[0]: int(line.split("changed=")[1].split()[0])
-               for line in recap.splitlines() if "changed=" in line}
-    assert set(changed) >= {"localhost", *SITES}, recap
-    assert changed == dict.fromkeys(changed, 0), recap
+    return {line.split()[0]: int(line.split(f"{field}=")[1].split()[0])
+            for line in recap.splitlines() if f"{field}=" in line}
+
+
+def test_site_yml_second_run_changes_nothing():
+    for mode in ([], ["--check"]):  # check mode runs every check and predicts no change
+        out = sh("bash", DEMO, "deploy", *mode).stdout
+        changed = _recap(out)
+        assert set(changed) >= {"localhost", *SITES}, out[out.index("PLAY RECAP"):]
+        assert changed == dict.fromkeys(changed, 0), (mode, out[out.index("PLAY RECAP"):])
+        assert _recap(out, "failed") == dict.fromkeys(changed, 0)
 
 
 def test_stopped_collector_makes_its_site_stale():
@@ -104,6 +112,11 @@ def test_wrong_database_password_is_lagging_then_site_yml_fixes_it():
         assert "authentication failed for user 'pi_cdb001'" in journal
         assert "not-the-password" not in journal
         assert _backlog("pi1") > 0
+        # Check mode sees the drift and leaves it alone.
+        out = sh("bash", DEMO, "deploy", "--limit", "pi1", "--check").stdout
+        assert _recap(out)["pi1"] >= 1 and _recap(out, "failed")["pi1"] == 0
+        assert "not-the-password" not in out
+        assert on_host("pi1", f"grep -c not-the-password {creds}").stdout.strip() == "1"
     finally:
         sh("bash", DEMO, "deploy", "--limit", "pi1")
     audit_until(all_ok, 200, "pi1 back to ok after site.yml")
@@ -226,18 +239,25 @@ def test_reboot_brings_services_back_without_a_torn_file():
 
 
 def _vault_secrets() -> list[str]:
-    """Every per-Pi secret of the demo inventory, decrypted the way an operator would."""
+    """Every secret of the demo inventory, decrypted the way an operator would: the Pis'
+    (Cassandra logins, device tokens) and the audit role's. (The superuser's is the node's
+    stock ``cassandra``, the same as its user name.)"""
     import yaml
 
     from tests.fleet.conftest import BIN, INVENTORY, VAULT_PASS
 
-    found: list[str] = []
+    def view(path: Path) -> dict[str, Any]:
+        data: dict[str, Any] = yaml.safe_load(sh(
+            BIN / "ansible-vault", "view", "--vault-password-file", VAULT_PASS, path).stdout)
+        return data
+
+    found = [view(INVENTORY / "group_vars" / "all" / "vault.yml")
+             ["vault_hwpc_cassandra_audit_password"]]
     for path in sorted(INVENTORY.glob("host_vars/*/vault.yml")):
-        data = yaml.safe_load(sh(BIN / "ansible-vault", "view", "--vault-password-file",
-                                 VAULT_PASS, path).stdout)
+        data = view(path)
         found.append(data["vault_hwpc_cassandra_password"])
         found += list((data.get("vault_hwpc_device_tokens") or {}).values())
-    assert len(found) == 4 and all(len(s) >= 16 for s in found)
+    assert len(found) == 5 and all(len(s) >= 16 for s in found)
     return found
 
 
@@ -266,3 +286,48 @@ def test_no_secret_in_ansible_output_journal_or_config():
     wait_for(lambda: service_active("pi3", "hw-picollector.service"), timeout=60, interval=1,
              what="the collector after the redeploy")
     audit_until(all_ok, 150, "every site ok after the redeploy")
+
+
+def test_pair_device_yml_pairs_an_api_v2_meter_without_showing_the_token():
+    from hw_picollector.devices.tls import cert_hostname
+    from hw_picollector.devices.transport import Connection
+    from tests.fleet.conftest import BIN, INVENTORY, VAULT_PASS
+
+    serial, address = "5c2fafa30002", "127.0.0.1:18105"  # pi3's PV meter (API v2)
+    token_file = ROOT / "build" / "tokens" / f"pi3-{serial}.token"
+    token_file.unlink(missing_ok=True)
+
+    def device() -> Connection:
+        return Connection(address, cert_hostname("HWE-KWH3", serial),
+                          str(ROOT / "build" / "demo" / "tls" / "ca.pem"))
+
+    proc = subprocess.Popen(
+        [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "--vault-password-file",
+         str(VAULT_PASS), str(ROOT / "playbooks" / "pair_device.yml"), "-e", "pair_host=pi3",
+         "-e", f"pair_serial={serial}", "-e", "pair_timeout=60",
+         "-e", "pair_ca_file=/etc/hw-picollector/devices-ca.pem"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The operator presses the button when asked; the window stays open 30 s.
+        deadline = time.monotonic() + 150
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "pair_device.yml did not finish"
+            with device() as meter:
+                meter.request("POST", "/_sim/button", serial, 10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        out = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert f"pi3-{serial}.token (0600)" in out
+    token = token_file.read_text().strip()
+    assert token_file.stat().st_mode & 0o777 == 0o600 and len(token) >= 16
+    assert token not in out, "the token in pair_device.yml's output"
+    with device() as meter:
+        answer = meter.request("GET", "/api/measurement", serial, 10,
+                               headers={"Authorization": f"Bearer {token}"})
+    assert answer.status == 200 and "power_w" in answer.json()
+    token_file.unlink()
+

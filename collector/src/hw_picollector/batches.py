@@ -161,15 +161,17 @@ class Window:
 
     ``send`` returns once the statement is on its way (waiting for room first); ``done`` is
     called on this thread, in completion order, after Cassandra acknowledged it. A statement
-    that still fails after ``RETRIES`` retries raises the error ``describe`` phrases, from
-    ``send`` or ``drain``; what was not acknowledged by then never had ``done`` called.
+    that still fails after ``retries`` retries (default ``RETRIES``) raises the error
+    ``describe`` phrases, from ``send`` or ``drain``; what was not acknowledged by then never
+    had ``done`` called.
     """
 
     def __init__(self, session: Any, size: int,
                  describe: Callable[[BaseException], str] = str,
-                 delay: Callable[[int], float] = backoff):
+                 delay: Callable[[int], float] = backoff, retries: int = RETRIES):
         self.session = session
         self.size = max(1, size)
+        self.retries = retries
         self.describe = describe
         self.delay = delay
         self._events: queue.SimpleQueue[tuple[_Pending, BaseException | None]] = \
@@ -227,9 +229,9 @@ class Window:
         item.failures += 1
         if _hopeless(exc):
             raise DatabaseError(self.describe(exc)) from exc
-        if item.failures > RETRIES:
+        if item.failures > self.retries:
             raise DatabaseError(f"{self.describe(exc)} (a write still failing after "
-                                f"{RETRIES} retries)") from exc
+                                f"{self.retries} retries)") from exc
         delay = self.delay(item.failures)
         item.due = time.monotonic() + delay
         heapq.heappush(self._retry, item)

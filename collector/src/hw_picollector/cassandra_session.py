@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ def where(cfg: CassandraConfig) -> str:
 
 def explain(exc: BaseException, cfg: CassandraConfig, user: str | None) -> str:
     """The driver's nested errors → one line an operator can act on."""
-    from cassandra import AuthenticationFailed, OperationTimedOut, Unavailable
+    from cassandra import AuthenticationFailed, InvalidRequest, Unauthorized
     from cassandra.cluster import NoHostAvailable
 
     text = str(exc)
@@ -59,9 +62,17 @@ def explain(exc: BaseException, cfg: CassandraConfig, user: str | None) -> str:
         return f"Cassandra {where(cfg)}: unreachable ({_first(errors) or text})"
     if isinstance(exc, AuthenticationFailed):
         return f"Cassandra {where(cfg)}: authentication failed for user {user!r}"
-    if isinstance(exc, OperationTimedOut | Unavailable):
-        return f"Cassandra {where(cfg)}: {type(exc).__name__}: {text}"
-    return f"Cassandra {where(cfg)}: {type(exc).__name__}: {text}"
+    if isinstance(exc, Unauthorized):
+        return (f"Cassandra {where(cfg)}: permission denied ({_one_line(text)}); a Pi's role "
+                f"needs MODIFY and SELECT on keyspace {cfg.keyspace} (hwpc db create-role)")
+    if isinstance(exc, InvalidRequest) and ("does not exist" in text or "unconfigured" in text):
+        return (f"Cassandra {where(cfg)}: {_one_line(text)} (is the schema there? "
+                "run: hwpc db check)")
+    return f"Cassandra {where(cfg)}: {type(exc).__name__}: {_one_line(text)}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 def _first(errors: list[Any]) -> str:
@@ -96,8 +107,26 @@ def connect(cfg: CassandraConfig, credentials_file: str | None = None) -> tuple[
                       execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                       connect_timeout=10, control_connection_timeout=10, **kwargs)
     try:
-        session = cluster.connect()
+        with _driver_quiet():
+            session = cluster.connect()
     except Exception as exc:
-        cluster.shutdown()
+        with _driver_quiet():
+            cluster.shutdown()
         raise DatabaseError(explain(exc, cfg, creds[0] if creds else None)) from exc
     return cluster, session
+
+
+@contextlib.contextmanager
+def _driver_quiet() -> Iterator[None]:
+    """While connecting, the driver logs each failed attempt with a traceback; the failure
+    itself is reported once, by ``explain``. (``hwpc -v`` keeps the driver's own lines.)"""
+    driver = logging.getLogger("cassandra")
+    if driver.getEffectiveLevel() < logging.WARNING:  # -v: the operator asked for detail
+        yield
+        return
+    level = driver.level
+    driver.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        driver.setLevel(level)

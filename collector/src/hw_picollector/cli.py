@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--password-file", required=True, metavar="FILE")
     q.add_argument("--read-only", action="store_true",
                    help="SELECT only (the fleet audit's role); revokes MODIFY if it was granted")
+    q.add_argument("--dry-run", action="store_true",
+                   help="say what would change (created, password or grants updated), "
+                        "change nothing")
 
     p = add("simulate", cmd_simulate, "a faithful HomeWizard device simulator", config=False)
     from hw_picollector import simulator

@@ -107,6 +107,25 @@ def replication_literal(replication: dict[str, Any]) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
+def _replication_of(session: Any, ks: str) -> dict[str, str]:
+    """The keyspace's replication as configured (class without its Java package)."""
+    row = session.execute("SELECT replication FROM system_schema.keyspaces "
+                          "WHERE keyspace_name = %s", (ks,)).one()
+    found = dict(row.replication) if row is not None else {}
+    if "class" in found:
+        found["class"] = found["class"].rsplit(".", 1)[-1]
+    return found
+
+
+def _replication_wanted(cfg: CassandraConfig) -> dict[str, str]:
+    replication_literal(cfg.replication)  # validates
+    return {str(k): str(v) for k, v in cfg.replication.items()}
+
+
+def _replication_text(replication: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(replication.items()))
+
+
 def _keyspace(cfg: CassandraConfig) -> str:
     if not IDENT.match(cfg.keyspace):
         raise ConfigError(f"cassandra.keyspace: {cfg.keyspace!r} must match {IDENT.pattern}")
@@ -123,6 +142,14 @@ def init(session: Any, cfg: CassandraConfig) -> list[str]:
                         f"{replication_literal(cfg.replication)}")
         changes.append(f"created keyspace {ks}")
         before = {}
+    else:
+        found, wanted = _replication_of(session, ks), _replication_wanted(cfg)
+        if found != wanted:  # the inventory is the truth; the data then needs a repair
+            session.execute(f"ALTER KEYSPACE {ks} WITH replication = "
+                            f"{replication_literal(cfg.replication)}")
+            changes.append(f"replication of {ks} changed from {_replication_text(found)} to "
+                           f"{_replication_text(wanted)}: run nodetool repair --full {ks} on "
+                           "every node")
     for table, ddl in TABLES.items():
         if table not in before:
             session.execute(ddl.format(ks=ks))
@@ -158,6 +185,10 @@ def check(session: Any, cfg: CassandraConfig) -> list[str]:
     if found is None:
         return [f"keyspace {ks} is missing (run: hwpc db init)"]
     problems = []
+    found_replication, wanted = _replication_of(session, ks), _replication_wanted(cfg)
+    if found_replication != wanted:
+        problems.append(f"keyspace {ks} replication is {_replication_text(found_replication)}, "
+                        f"expected {_replication_text(wanted)}")
     for table, columns in EXPECTED.items():
         if table not in found:
             problems.append(f"table {ks}.{table} is missing")
@@ -178,34 +209,42 @@ def check(session: Any, cfg: CassandraConfig) -> list[str]:
 
 
 def create_role(session: Any, cfg: CassandraConfig, role: str, password: str, *,
-                read_only: bool = False) -> str:
+                read_only: bool = False, dry_run: bool = False) -> str:
     """A login role with MODIFY and SELECT on the keyspace only (a Pi's), or SELECT only
-    (``read_only``: the fleet audit's). Returns what happened."""
+    (``read_only``: the fleet audit's). Returns what happened (``dry_run``: what would
+    happen; nothing is changed)."""
     ks = _keyspace(cfg)
     if not IDENT.match(role):
         raise ConfigError(f"--role: {role!r} must match {IDENT.pattern}")
     if not password or len(password) < 12:
         raise ConfigError("--password-file: the password must have at least 12 characters")
+
+    def change(statement: str) -> None:
+        if not dry_run:
+            session.execute(statement)
+
     quoted = password.replace("'", "''")
     exists = session.execute("SELECT role FROM system_auth.roles WHERE role = %s",
                              (role,)).one() is not None
     if exists and _login_works(session, role, password):
         outcome = "unchanged"
     elif exists:
-        session.execute(f"ALTER ROLE {role} WITH PASSWORD = '{quoted}' AND LOGIN = true")
+        change(f"ALTER ROLE {role} WITH PASSWORD = '{quoted}' AND LOGIN = true")
         outcome = "password updated"
     else:
-        session.execute(f"CREATE ROLE IF NOT EXISTS {role} WITH PASSWORD = '{quoted}' "
-                        "AND LOGIN = true AND SUPERUSER = false")
+        change(f"CREATE ROLE IF NOT EXISTS {role} WITH PASSWORD = '{quoted}' "
+               "AND LOGIN = true AND SUPERUSER = false")
         outcome = "created"
+        if dry_run:
+            return outcome
     granted = {(r.permission) for r in session.execute(
         f"LIST ALL PERMISSIONS ON KEYSPACE {ks} OF {role} NORECURSIVE")
         if r.resource == f"<keyspace {ks}>"}
     wanted = {"SELECT"} if read_only else {"MODIFY", "SELECT"}
     for perm in sorted(wanted - granted):
-        session.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {role}")
+        change(f"GRANT {perm} ON KEYSPACE {ks} TO {role}")
     for perm in sorted(granted - wanted):  # e.g. a Pi's role turned into the audit's
-        session.execute(f"REVOKE {perm} ON KEYSPACE {ks} FROM {role}")
+        change(f"REVOKE {perm} ON KEYSPACE {ks} FROM {role}")
     if outcome == "unchanged" and granted != wanted:
         outcome = "grants updated"
     return outcome
@@ -260,8 +299,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"schema {cfg.keyspace} version {SCHEMA_VERSION}: ok")
             return 1 if problems else 0
         assert password is not None
-        outcome = create_role(session, cfg, args.role, password, read_only=args.read_only)
-        print(f"role {args.role}: {outcome}")
+        outcome = create_role(session, cfg, args.role, password, read_only=args.read_only,
+                              dry_run=args.dry_run)
+        print(f"role {args.role}: {outcome}" + (" (dry run: nothing changed)"
+                                                 if args.dry_run and outcome != "unchanged"
+                                                 else ""))
         return 0
     finally:
         cluster.shutdown()

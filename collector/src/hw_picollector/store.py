@@ -502,7 +502,7 @@ class Store:
                 header = ",".join(("ts", *dev.columns, "extra")) + "\n"
                 os.write(fd, header.encode())
                 os.fsync(fd)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 columns = dev.columns
             else:
                 with path.open("rb") as fh:
@@ -521,7 +521,7 @@ class Store:
                 dev.day = None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

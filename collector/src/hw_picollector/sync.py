@@ -456,14 +456,10 @@ class Syncer:
                 product_type, role = "", ""
             params = (self.config.site_id, serial, product_type, role, ts_ms,
                       readings.get("power_w", self.unset), readings, self.host, ts_ms * 1000)
-            statements.append((self._device_latest, params))
-        if statements:
-            from cassandra.concurrent import execute_concurrent
-
-            for result in execute_concurrent(self.session, statements,
-                                             raise_on_first_error=False):
-                if not result.success:
-                    raise DatabaseError(explain(result.result_or_exc, self.cfg, None))
+            statements.append(self._device_latest.bind(params))
+        for statement in statements:  # retried with backoff like every other write
+            self.window.send(statement, _nothing)
+        self.window.drain()
 
     def write_site_power(self) -> None:
         grid = [d.serial for d in self.config.devices if d.role == "grid"]
@@ -568,15 +564,20 @@ class Syncer:
         self.stats.site_power_rows += track.rows
 
     def write_heartbeat(self, error: str | None) -> None:
+        """One row per run. Retried with backoff after a good run; after a failed one a
+        single attempt (the database is the likely cause, and the failure is what counts)."""
         from hw_picollector import health
 
         report = health.status(self.config)
         now_ms = time.time_ns() // 1_000_000
-        self.session.execute(self._heartbeat, (
+        window = batches.Window(self.session, 1, lambda exc: explain(exc, self.cfg, None),
+                                retries=0 if error else batches.RETRIES)
+        window.send(self._heartbeat.bind((
             self.host, datetime.fromtimestamp(now_ms / 1000, UTC).date(), now_ms,
             self.config.site_id, __version__, report["uptime_s"], report["service_active"],
             report["backlog_rows"], report["backlog_bytes"], report["disk_free_mb"],
-            report["clock_synchronised"], self.stats.rows, error))
+            report["clock_synchronised"], self.stats.rows, error)), _nothing)
+        window.drain()
 
     # -- progress ---------------------------------------------------------------------------
 
@@ -652,7 +653,10 @@ def retention(config: Config, now: datetime | None = None) -> tuple[int, int]:
             with path.open("rb") as src, \
                     gzip.open(gz.with_suffix(".tmp"), "wb", compresslevel=GZIP_LEVEL) as dst:
                 shutil.copyfileobj(src, dst)
+            with gz.with_suffix(".tmp").open("rb") as done:
+                os.fsync(done.fileno())  # the copy is on disk before the original goes
             os.replace(gz.with_suffix(".tmp"), gz)
+            store.fsync_dir(gz.parent)
             path.unlink()
             compressed += 1
         if config.retention_days > 0:
@@ -664,8 +668,28 @@ def retention(config: Config, now: datetime | None = None) -> tuple[int, int]:
     return compressed, removed
 
 
+def _nothing() -> None:
+    pass
+
+
+def _database_error(exc: Exception, config: Config) -> DatabaseError | None:
+    """A driver exception (a refused prepare, a lost node) → the one-line DatabaseError."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    if type(exc).__module__.split(".")[0] != "cassandra":
+        return None
+    assert config.cassandra is not None
+    return DatabaseError(explain(exc, config.cassandra, None))
+
+
 def sync_once(config: Config, session: Any, progress: bool) -> RunStats:
-    syncer = Syncer(config, session, progress)
+    try:
+        syncer = Syncer(config, session, progress)
+    except Exception as exc:
+        failure = _database_error(exc, config)
+        if failure is None or failure is exc:
+            raise
+        raise failure from exc
     files = list(pending_files(config.data_dir))
     if progress:
         syncer.stats.total = checkpoints.backlog(config.data_dir)[0]
@@ -676,15 +700,21 @@ def sync_once(config: Config, session: Any, progress: bool) -> RunStats:
         syncer.window.drain()  # every checkpoint final before device_latest and site_power
         syncer.write_latest()
         syncer.write_site_power()
-    except DatabaseError as exc:
-        error = str(exc)
-        raise
+    except Exception as exc:
+        failure = _database_error(exc, config)
+        if failure is None:
+            raise
+        error = str(failure)
+        if failure is exc:
+            raise
+        raise failure from exc
     finally:
         syncer._show_progress(final=True)
         try:
             syncer.write_heartbeat(error)
-        except Exception as exc:
-            log.warning("heartbeat not written: %s", exc)
+        except Exception as exc:  # after a failure, that failure is the news
+            log.log(logging.DEBUG if error else logging.WARNING, "heartbeat not written: %s",
+                    exc)
     return syncer.stats
 
 
