@@ -89,17 +89,31 @@ def test_backlog_of_three_days_lands_exactly_once_and_replay_changes_nothing(
     hwpc("db", "init", "--config", str(config))
     history(config, 3)
     data = tmp_path / "data"
-    out = hwpc("sync", "--config", str(config), "--once", "--no-progress")
-    assert "synced" in out.stderr
+    out = hwpc("sync", "--config", str(config), "--once", "--progress")
     count = assert_exactly_once(admin, keyspace, data)
     assert count > 2 * 86400
+    # the bar: done/total, rate and ETA, ending complete
+    assert f"] {count}/{count} rows " in out.stderr and "rows/s ETA" in out.stderr
     before = checkpoints_of(data)
-    hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    replay = hwpc("sync", "--config", str(config), "--once", "--no-progress")
+    assert "synced 0 rows" in replay.stderr
     assert checkpoints_of(data) == before
     assert assert_exactly_once(admin, keyspace, data) == count
     status = json.loads(hwpc("status", "--config", str(config), "--json").stdout)
     assert status["backlog_rows"] == 0
     assert status["last_sync_ts"] is not None
+    # one heartbeat per run, newest first
+    from hw_picollector import __version__
+
+    today = datetime.now(UTC).date()
+    beats = sorted(admin.execute(
+        f"SELECT ts, site_id, version, rows_synced, backlog_rows, clock_synchronised, "
+        f"last_error FROM {keyspace}.heartbeats WHERE host = 'host-site01' AND day IN (%s, %s)",
+        (today - timedelta(days=1), today)), key=lambda b: b.ts, reverse=True)
+    assert [(b.site_id, b.version, b.rows_synced, b.backlog_rows, b.last_error)
+            for b in beats] == [("SITE01", __version__, 0, 0, None),
+                                ("SITE01", __version__, count, 0, None)]
+    assert all(b.clock_synchronised is not None for b in beats)
 
 
 def test_sync_killed_ten_times_then_completed(tmp_path: Path, admin: Any,

@@ -107,19 +107,19 @@ def connect(cfg: CassandraConfig, credentials_file: str | None = None) -> tuple[
                       execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                       connect_timeout=10, control_connection_timeout=10, **kwargs)
     try:
-        with _driver_quiet():
+        with driver_quiet():
             session = cluster.connect()
     except Exception as exc:
-        with _driver_quiet():
+        with driver_quiet():
             cluster.shutdown()
         raise DatabaseError(explain(exc, cfg, creds[0] if creds else None)) from exc
     return cluster, session
 
 
 @contextlib.contextmanager
-def _driver_quiet() -> Iterator[None]:
-    """While connecting, the driver logs each failed attempt with a traceback; the failure
-    itself is reported once, by ``explain``. (``hwpc -v`` keeps the driver's own lines.)"""
+def driver_quiet() -> Iterator[None]:
+    """While connecting (or preparing), the driver logs each failure with a traceback; the
+    failure itself is reported once, by ``explain``. (``hwpc -v`` keeps the driver's lines.)"""
     driver = logging.getLogger("cassandra")
     if driver.getEffectiveLevel() < logging.WARNING:  # -v: the operator asked for detail
         yield

@@ -44,7 +44,7 @@ from typing import Any
 
 from hw_picollector import __version__, batches, checkpoints, store
 from hw_picollector.batches import UNSET, Encoded, value
-from hw_picollector.cassandra_session import DatabaseError, connect, explain
+from hw_picollector.cassandra_session import DatabaseError, connect, driver_quiet, explain
 from hw_picollector.checkpoints import Checkpoint
 from hw_picollector.config import Config
 from hw_picollector.devices.canonical import TEXT_COLUMNS
@@ -311,6 +311,11 @@ class Syncer:
         batches.install(session)
         self.window = batches.Window(session, self.cfg.concurrency,
                                      lambda exc: explain(exc, self.cfg, None))
+        with driver_quiet():
+            self._prepare_all()
+
+    def _prepare_all(self) -> None:
+        session = self.session
         self._site_power = session.prepare(
             f"INSERT INTO {self.ks}.site_power (site_id, day, ts, grid_w, production_w, "
             "consumption_w) VALUES (?, ?, ?, ?, ?, ?)")
@@ -334,8 +339,9 @@ class Syncer:
         if stmt is None:
             names = ", ".join(["site_id", "device_id", "day", "ts", *cols])
             marks = ", ".join("?" * (len(cols) + 4))
-            stmt = self.session.prepare(
-                f"INSERT INTO {self.ks}.measurements ({names}) VALUES ({marks})")
+            with driver_quiet():
+                stmt = self.session.prepare(
+                    f"INSERT INTO {self.ks}.measurements ({names}) VALUES ({marks})")
             stmt.is_idempotent = True
             _check_types(stmt, "measurements", _MEASUREMENT_KINDS)
             self.inserts[cols] = stmt
