@@ -22,6 +22,7 @@ whatever the backlog.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import json
@@ -439,7 +440,6 @@ class Syncer:
         after its last chunk leaves the next run nothing to send, but this still holds).
         Written with the sample's time as write time, so it never moves backwards."""
         data_dir = self.config.data_dir
-        statements = []
         for serial in store.serials(data_dir):
             newest = None
             for path in reversed(store.day_files(data_dir, serial)):
@@ -462,9 +462,8 @@ class Syncer:
                 product_type, role = "", ""
             params = (self.config.site_id, serial, product_type, role, ts_ms,
                       readings.get("power_w", self.unset), readings, self.host, ts_ms * 1000)
-            statements.append(self._device_latest.bind(params))
-        for statement in statements:  # retried with backoff like every other write
-            self.window.send(statement, _nothing)
+            # retried with backoff like every other write
+            self.window.send(self._device_latest.bind(params), _nothing)
         self.window.drain()
 
     def write_site_power(self) -> None:
@@ -678,42 +677,37 @@ def _nothing() -> None:
     pass
 
 
-def _database_error(exc: Exception, config: Config) -> DatabaseError | None:
+@contextlib.contextmanager
+def _phrased(config: Config) -> Iterator[None]:
     """A driver exception (a refused prepare, a lost node) → the one-line DatabaseError."""
-    if isinstance(exc, DatabaseError):
-        return exc
-    if type(exc).__module__.split(".")[0] != "cassandra":
-        return None
-    assert config.cassandra is not None
-    return DatabaseError(explain(exc, config.cassandra, None))
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "cassandra":
+            raise
+        assert config.cassandra is not None
+        raise DatabaseError(explain(exc, config.cassandra, None)) from exc
 
 
 def sync_once(config: Config, session: Any, progress: bool) -> RunStats:
-    try:
+    with _phrased(config):
         syncer = Syncer(config, session, progress)
-    except Exception as exc:
-        failure = _database_error(exc, config)
-        if failure is None or failure is exc:
-            raise
-        raise failure from exc
     files = list(pending_files(config.data_dir))
     if progress:
         syncer.stats.total = checkpoints.backlog(config.data_dir)[0]
     error: str | None = None
     try:
-        for serial, path in files:
-            syncer.sync_file(serial, path)
-        syncer.window.drain()  # every checkpoint final before device_latest and site_power
-        syncer.write_latest()
-        syncer.write_site_power()
-    except Exception as exc:
-        failure = _database_error(exc, config)
-        if failure is None:
-            raise
-        error = str(failure)
-        if failure is exc:
-            raise
-        raise failure from exc
+        with _phrased(config):
+            for serial, path in files:
+                syncer.sync_file(serial, path)
+            syncer.window.drain()  # every checkpoint final before device_latest and site_power
+            syncer.write_latest()
+            syncer.write_site_power()
+    except DatabaseError as exc:
+        error = str(exc)
+        raise
     finally:
         syncer._show_progress(final=True)
         try:
