@@ -328,8 +328,11 @@ def test_per_pi_role_is_least_privilege(tmp_path: Path, admin: Any, keyspace: st
         day = date.today()
         pi.execute(f"INSERT INTO {keyspace}.measurements (site_id, device_id, day, ts, power_w) "
                    "VALUES ('S', 'd', %s, 0, 1.0)", (day,))
-        assert pi.execute(f"SELECT power_w FROM {keyspace}.measurements WHERE site_id = 'S' "
-                          "AND device_id = 'd' AND day = %s", (day,)).one().power_w == 1.0
+        with pytest.raises(Unauthorized):  # it writes; it reads nothing
+            pi.execute(f"SELECT power_w FROM {keyspace}.measurements WHERE site_id = 'S' "
+                       "AND device_id = 'd' AND day = %s", (day,))
+        assert admin.execute(f"SELECT power_w FROM {keyspace}.measurements WHERE site_id = 'S' "
+                             "AND device_id = 'd' AND day = %s", (day,)).one().power_w == 1.0
         with pytest.raises(Unauthorized):
             pi.execute(f"DROP TABLE {keyspace}.measurements")
         with pytest.raises(Unauthorized):

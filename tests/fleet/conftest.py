@@ -45,20 +45,21 @@ def sh(*cmd: str | Path, check: bool = True, timeout: float = 900
     return result
 
 
-def ansible(host: str, module: str, args: str, check: bool = True
+def ansible(host: str, module: str, args: str, check: bool = True, become: bool = False
             ) -> subprocess.CompletedProcess[str]:
-    """An ad-hoc command against the demo inventory, the way an operator runs one."""
+    """An ad-hoc command against the demo inventory, the way an operator runs one: as the Pis'
+    SSH user `pi`, with --become for what needs root."""
     return sh(BIN / "ansible", host, "-i", INVENTORY, "--vault-password-file", VAULT_PASS,
-              "-m", module, "-a", args, check=check)
+              "-m", module, "-a", args, *(["--become"] if become else []), check=check)
 
 
 def on_host(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return sh("bash", FLEET, "ssh", host, command, check=check)
 
 
-def audit(**extra: Any) -> tuple[int, dict[str, Any], str]:
+def audit(*flags: str, **extra: Any) -> tuple[int, dict[str, Any], str]:
     """check_freshness.yml with the short thresholds: (exit code, JSON report, output)."""
-    args: list[str] = []
+    args: list[str] = list(flags)
     for key, value in {**THRESHOLDS, **extra}.items():
         args += ["-e", f"{key}={value}"]
     if REPORT.exists():

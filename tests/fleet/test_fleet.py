@@ -6,6 +6,7 @@ import contextlib
 import csv
 import itertools
 import json
+import re
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -57,6 +58,39 @@ def test_healthy_fleet_passes_the_audit():
     assert (ROOT / "reports" / "freshness-latest.html").stat().st_size > 1000
 
 
+def _whoami(become: bool) -> dict[str, str]:
+    out = ansible("collectors", "ansible.builtin.command", "whoami", become=become).stdout
+    found = dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(\S+)$", out, re.M))
+    assert set(found) == set(SITES), out
+    return found
+
+
+def test_ansible_reaches_the_pis_as_pi_and_becomes_root_for_the_audit():
+    """As on Raspberry Pi OS: Ansible logs in as `pi` and becomes root with sudo only where a
+    task needs it; the audit's `hwpc status` (root-only config and store) is such a task."""
+    assert _whoami(become=False) == dict.fromkeys(SITES, "pi")
+    assert _whoami(become=True) == dict.fromkeys(SITES, "root")
+    # Without root, `hwpc status` cannot read the config: the audit must become root.
+    denied = ansible("pi1", "ansible.builtin.command", "/opt/hw-picollector/venv/bin/hwpc "
+                     "status --json --config /etc/hw-picollector/config.yml", check=False)
+    assert denied.returncode != 0 and "ermission denied" in denied.stdout, denied.stdout
+    # (-vvv is slow: the default thresholds, so that the seconds between reading the Pis
+    # and judging them cannot make a site stale)
+    rc, report, out = audit("-vvv", freshness_max_age_s=600, sync_max_lag_s=900,
+                            heartbeat_max_age_s=900)
+    assert rc == 0, out[-3000:]
+    assert verdicts(report) == {h: "ok" for h in SITES}
+    assert all(s["service_active"] is True and not s["reasons"] for s in report["sites"])
+    assert "SSH CONNECTION FOR USER: root" not in out
+    for n, host in enumerate(sorted(SITES), start=1):
+        ip = f"127.0.1.{n}"
+        assert f"<{ip}> ESTABLISH SSH CONNECTION FOR USER: pi" in out, host
+        execs = [line for line in out.splitlines() if line.startswith(f"<{ip}> SSH: EXEC ")]
+        assert execs and all(re.search(r"sudo -H -S -n +-u root ", line) for line in execs), \
+            (host, execs[:2])
+        assert f"<{ip}> Escalation succeeded" in out, host
+
+
 def _recap(out: str, field: str = "changed") -> dict[str, int]:
     recap = out[out.index("PLAY RECAP"):]
     return {line.split()[0]: int(line.split(f"{field}=")[1].split()[0])
@@ -73,7 +107,8 @@ def test_site_yml_second_run_changes_nothing():
 
 
 def test_stopped_collector_makes_its_site_stale():
-    ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=stopped")
+    ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=stopped",
+            become=True)
     try:
         rc, report, _ = audit_until(lambda v: v.get("pi2") == "stale", 150, "pi2 stale")
         assert rc != 0, "the play must fail when a site is stale"
@@ -84,7 +119,8 @@ def test_stopped_collector_makes_its_site_stale():
         rc, report, _ = audit(freshness_fail="false")
         assert rc == 0, "freshness_fail=false reports without failing"
     finally:
-        ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=started")
+        ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=started",
+                become=True)
     audit_until(all_ok, 150, "pi2 back to ok")
 
 
@@ -98,7 +134,7 @@ def test_wrong_database_password_is_lagging_then_site_yml_fixes_it():
     creds = "/etc/hw-picollector/credentials/cassandra"
     wrong = json.dumps({"username": "pi_cdb001", "password": "not-the-password"})
     ansible("pi1", "ansible.builtin.copy",
-            json.dumps({"content": wrong, "dest": creds, "mode": "0600"}))
+            json.dumps({"content": wrong, "dest": creds, "mode": "0600"}), become=True)
     try:
         rc, report, _ = audit_until(lambda v: v.get("pi1") == "lagging", 200, "pi1 lagging")
         assert rc != 0

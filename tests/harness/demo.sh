@@ -159,8 +159,9 @@ YAML
   install -d "$INV/group_vars/collectors"
   cat >"$INV/group_vars/collectors/connection.yml" <<YAML
 ---
-# The demo hosts: root over SSH with the fleet harness's key, strict host key checking.
-ansible_user: root
+# The demo hosts, reached as on Raspberry Pi OS: user pi (passwordless sudo; tasks that need
+# root use become) with the fleet harness's key, strict host key checking.
+ansible_user: pi
 ansible_python_interpreter: /usr/bin/python3
 ansible_ssh_private_key_file: $FLEET_DIR/id_ed25519
 ansible_ssh_common_args: >-
@@ -208,6 +209,9 @@ cmd_up() {
   t0=$(date +%s)
   [ "$(id -u)" -eq 0 ] || die "must run as root (the Pi-like hosts are systemd-nspawn containers)"
   make_secrets
+  # A node that is already running (make cassandra-up, another user's) is reused and left
+  # running by `down`; one the demo starts is stopped by `down`.
+  if ! bash "$CASSANDRA" status >/dev/null 2>&1; then touch "$STATE/cassandra-started"; fi
   bash "$CASSANDRA" up >"$STATE/cassandra-up.log" 2>&1 &
   cass_pid=$!
   HWPC_FLEET_DIR=$FLEET_DIR bash "$FLEET" up "$NHOSTS"
@@ -235,7 +239,12 @@ cmd_up() {
 cmd_down() {
   stop_simulators
   HWPC_FLEET_DIR=$FLEET_DIR bash "$FLEET" down --purge || true
-  bash "$CASSANDRA" down
+  if [ -e "$STATE/cassandra-started" ]; then
+    bash "$CASSANDRA" down
+    rm -f "$STATE/cassandra-started"
+  else
+    say "Cassandra was not started by the demo: left running"
+  fi
   say "demo stopped"
 }
 

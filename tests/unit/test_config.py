@@ -61,3 +61,44 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("site_id: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad.yml: not valid YAML \(line"):
         load_config(bad)
+
+
+# --- plaintext to Cassandra -------------------------------------------------------------------
+
+def _cassandra(hosts: list[str], **extra: object) -> dict[str, object]:
+    return {**GOOD, "cassandra": {"hosts": hosts, **extra}}
+
+
+@pytest.mark.parametrize("hosts", [["127.0.0.1"], ["127.3.2.1"], ["::1"],
+                                   ["127.0.0.1", "::1"]])
+def test_plaintext_to_loopback_ip_literals_is_allowed(hosts: list[str]) -> None:
+    cfg = parse_config(_cassandra(hosts), "c.yml")
+    assert cfg.cassandra is not None and cfg.cassandra.tls_ca_file is None
+
+
+@pytest.mark.parametrize("hosts", [["localhost"], ["db1.example.org"], ["10.1.2.3"],
+                                   ["192.168.1.10"], ["172.16.0.9"], ["203.0.113.7"],
+                                   ["2001:db8::7"], ["fd00::1"], ["127.0.0.1", "db1.example.org"]])
+def test_plaintext_elsewhere_is_refused_in_one_line(hosts: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_cassandra(hosts), "c.yml")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("c.yml: cassandra.tls.ca_file: ")
+    assert "plaintext" in message and "allow_plaintext" in message
+    assert next(h for h in hosts if h != "127.0.0.1") in message
+
+
+@pytest.mark.parametrize("hosts", [["db1.example.org"], ["10.1.2.3"], ["localhost"]])
+def test_tls_or_allow_plaintext_lifts_the_refusal(hosts: list[str]) -> None:
+    with_tls = parse_config(_cassandra(hosts, tls={"ca_file": "/etc/ca.pem"}), "c.yml")
+    assert with_tls.cassandra is not None and with_tls.cassandra.tls_ca_file == "/etc/ca.pem"
+    allowed = parse_config(_cassandra(hosts, allow_plaintext=True), "c.yml")
+    assert allowed.cassandra is not None and allowed.cassandra.allow_plaintext
+    with pytest.raises(ConfigError, match=r"cassandra\.tls\.ca_file: "):
+        parse_config(_cassandra(hosts, allow_plaintext=False), "c.yml")
+
+
+def test_allow_plaintext_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match=r"c\.yml: cassandra\.allow_plaintext: expected bool"):
+        parse_config(_cassandra(["127.0.0.1"], allow_plaintext="yes"), "c.yml")

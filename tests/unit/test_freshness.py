@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
+import unicodedata
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +19,12 @@ NOW = 1_795_000_000_000 - 1_795_000_000_000 % 3_600_000 + 1_800_000  # half past
 TH = Thresholds(freshness_max_age_s=60, sync_max_lag_s=120, heartbeat_max_age_s=300)
 
 
-def status(*devices: tuple[str, float | None], active: bool = True) -> dict:
+def status(*devices: tuple[str, float | None], active: bool = True, now: int = NOW) -> dict:
     return {
         "service_active": active, "uptime_s": 1234.0, "backlog_rows": 7,
-        "last_sync_ts": iso(NOW - 30_000), "disk_free_mb": 900, "clock_synchronised": True,
+        "last_sync_ts": iso(now - 30_000), "disk_free_mb": 900, "clock_synchronised": True,
         "poll_interval_s": 1.0,
-        "devices": [{"serial": s, "last_ts": None if age is None else iso(NOW - int(age * 1000)),
+        "devices": [{"serial": s, "last_ts": None if age is None else iso(now - int(age * 1000)),
                      "state": "ok"} for s, age in devices],
     }
 
@@ -210,3 +214,280 @@ def test_hourly_counts_reads_plain_and_compressed_days(tmp_path: Path):
     assert counts[iso(day1)[:10] + "T00"] == 5
     assert counts[iso(day1)[:10] + "T01"] == 1
     assert sum(counts.values()) == 16   # the torn last line is not counted
+
+
+# -- hostile and malformed statuses ---------------------------------------------------------
+# A Pi's `hwpc status --json` is input from a machine in someone's home: whatever it says must
+# neither run in the operator's browser nor end the audit of the other sites.
+
+PAYLOAD = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+
+
+class _Elements(HTMLParser):
+    """Every start tag and attribute of a page, and its text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attrs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += [name for name, _ in attrs]
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_page(page: str) -> _Elements:
+    parser = _Elements()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+def assert_inert(page: str) -> str:
+    """No element or attribute a status could have smuggled in; the page's text."""
+    p = parse_page(page)
+    assert "script" not in p.tags and "img" not in p.tags, sorted(set(p.tags))
+    assert not [a for a in p.attrs if a.lower().startswith("on")], sorted(set(p.attrs))
+    assert set(p.tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p",
+                           "span", "small", "div", "b", "table", "tr", "th", "td"}, p.tags
+    return "".join(p.text)
+
+
+def fleet_file(tmp_path: Path, *stdouts: str, now: int = NOW) -> Path:
+    """A fleet file as the freshness role writes it: a healthy pi1, then one Pi per stdout."""
+    sites = [{"host": "pi1", "inventory_host": "pi1", "site_id": "S1", "devices": ["aa01"],
+              "reachable": True, "rc": 0, "stdout": json.dumps(status(("aa01", 1), now=now)),
+              "stderr": ""}]
+    for i, out in enumerate(stdouts, start=2):
+        sites.append({"host": f"pi{i}", "inventory_host": f"pi{i}", "site_id": f"S{i}",
+                      "devices": [f"aa0{i}"], "reachable": True, "rc": 0, "stdout": out,
+                      "stderr": ""})
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps({"sites": sites}))
+    return path
+
+
+def test_hostile_status_values_never_become_markup(tmp_path: Path):
+    hostile = status(("aa02", 1))
+    hostile["backlog_rows"] = PAYLOAD
+    hostile["disk_free_mb"] = PAYLOAD
+    path = fleet_file(tmp_path, json.dumps(hostile))
+    sites = freshness.load_fleet(path)
+    cen = {"S1": central({"aa01": 10}), "S2": central({"aa02": 10})}
+    report = freshness.build_report(sites, cen, NOW, TH)
+    text = assert_inert(freshness.render_html(report))
+    bad = report["sites"][1]
+    assert bad["verdict"] != "ok"
+    assert bad["reasons"][0].startswith("malformed status")
+    # what the Pi said is dropped; the heartbeat in Cassandra stands in, as for a failed status
+    assert bad["backlog_rows"] == 3 and bad["disk_free_mb"] == 800
+    assert "malformed status" in text
+    assert report["sites"][0]["verdict"] == "ok", "the other sites are judged as usual"
+
+
+def test_hostile_text_is_shown_as_text(tmp_path: Path):
+    """Strings a status may carry (serials, error lines) and inventory names appear as the
+    very text they are, escaped, never as markup."""
+    st = status((PAYLOAD, 1))
+    sites = [SiteInput(host=PAYLOAD, site_id=PAYLOAD, devices=[PAYLOAD], reachable=True,
+                       status=st, error=f"hwpc status exited 1: {PAYLOAD}")]
+    report = freshness.build_report(sites, {PAYLOAD: central({PAYLOAD: 10})}, NOW, TH)
+    page = freshness.render_html(report)
+    text = assert_inert(page)
+    assert text.count(PAYLOAD) >= 4   # site, host, serial, reason
+    assert "&lt;script&gt;" in page
+
+
+def _poison(value: Any, payload: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _poison(v, payload) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_poison(v, payload) for v in value]
+    return payload
+
+
+def test_render_html_escapes_or_coerces_every_value():
+    """Even a report whose every value was replaced (read back from a tampered JSON file, or
+    a future field that forgot its check) renders inert."""
+    st = status(("aa01", 1))
+    st["devices"][0]["coverage_hourly"] = [
+        {"hour": iso(h)[:13], "samples": 3000} for h in freshness._hour_windows(NOW, 24)]
+    c = central({"aa01": 10})
+    c.daily = {"aa01": {iso(NOW)[:10]: 5400}}
+    report = freshness.build_report([site(st=st)], {"S1": c}, NOW, TH)
+    report["central_error"] = "database down"
+    for payload in (PAYLOAD, "</td></tr></table></div><script>x</script>", "javascript:x"):
+        text = assert_inert(freshness.render_html(_poison(report, payload)))
+        assert payload in text
+
+
+def test_render_table_strips_control_characters():
+    evil = "\x1b]0;owned\x07\x1b[2J\rS\u202eX\u2028Y\x9b31m\x00"
+    st = status((evil, 1))
+    sites = [SiteInput(host=evil, site_id=evil, devices=[evil], reachable=True, status=st,
+                       error=f"hwpc status exited 1: {evil}")]
+    report = freshness.build_report(sites, {evil: central({evil: 10})}, NOW, TH)
+    for rep in (report, _poison(report, evil)):
+        table = freshness.render_table(rep)
+        assert not [c for c in table if c != "\n" and unicodedata.category(c)[0] in "CZ"
+                    and c != " "], repr(table)
+        assert "owned" in table   # shown, defused
+
+
+MALFORMED = {
+    "a list, not an object": "[1, 2]",
+    "a string": '"ok"',
+    "null": "null",
+    "poll_interval_s not a number": {"poll_interval_s": "fast"},
+    "poll_interval_s zero": {"poll_interval_s": 0},
+    "poll_interval_s negative": {"poll_interval_s": -1},
+    "poll_interval_s tiny": {"poll_interval_s": 5e-324},
+    "poll_interval_s NaN": '{"poll_interval_s": NaN, "devices": []}',
+    "poll_interval_s a boolean": {"poll_interval_s": True},
+    "no devices key": {"devices": None},
+    "devices an object": {"devices": {"serial": "aa02"}},
+    "a device not an object": {"devices": ["aa02"]},
+    "a device without serial": {"devices": [{"last_ts": None}]},
+    "a serial not a string": {"devices": [{"serial": 12, "last_ts": None}]},
+    "last_ts a number": {"devices": [{"serial": "aa02", "last_ts": 1}]},
+    "last_ts not a time": {"devices": [{"serial": "aa02", "last_ts": "yesterday"}]},
+    "coverage samples a string": {"devices": [{"serial": "aa02", "last_ts": None,
+                                               "coverage_hourly": [{"hour": "x",
+                                                                    "samples": "many"}]}]},
+    "coverage an object": {"devices": [{"serial": "aa02", "last_ts": None,
+                                        "coverage_hourly": {"hour": 1}}]},
+    "state a list": {"devices": [{"serial": "aa02", "last_ts": None, "state": []}]},
+    "backlog_rows a string": {"backlog_rows": "7"},
+    "backlog_rows a float": {"backlog_rows": 7.5},
+    "backlog_rows Infinity": '{"backlog_rows": Infinity}',
+    "disk_free_mb a string": {"disk_free_mb": "900"},
+    "uptime_s a list": {"uptime_s": [1]},
+    "service_active a string": {"service_active": "yes"},
+    "clock_synchronised a number": {"clock_synchronised": 1},
+    "last_sync_ts a number": {"last_sync_ts": 5},
+    "service_active missing": {"service_active": ...},
+}
+
+
+def _malformed(case: str | dict[str, Any]) -> str:
+    if isinstance(case, str):
+        if case.startswith('{"poll') or case.startswith('{"backlog'):  # NaN, Infinity
+            base = status(("aa02", 1))
+            base.pop(next(iter(json.loads(case.replace("NaN", "1").replace("Infinity", "1")))))
+            return case[:-1] + ", " + json.dumps(base)[1:]
+        return case
+    st = status(("aa02", 1))
+    for key, value in case.items():
+        if value is ...:
+            del st[key]
+        elif key == "devices" and value is None:
+            del st["devices"]
+        else:
+            st[key] = value
+    return json.dumps(st)
+
+
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_malformed_status_is_a_reason_not_a_crash(tmp_path: Path, case: str):
+    out = _malformed(MALFORMED[case])
+    sites = freshness.load_fleet(fleet_file(tmp_path, out))
+    cen = {"S1": central({"aa01": 10}), "S2": central({"aa02": 10})}
+    report = freshness.build_report(sites, cen, NOW, TH)
+    good, bad = report["sites"]
+    assert good["verdict"] == "ok" and good["reasons"] == []
+    assert bad["verdict"] != "ok"
+    assert bad["reasons"][0].startswith("malformed status"), bad["reasons"]
+    assert report["summary"]["sites"] == 2 and report["ok"] is False
+    json.loads(json.dumps(report, allow_nan=False))   # the JSON report stays strict JSON
+    assert "malformed status" in assert_inert(freshness.render_html(report))
+    assert "malformed status" in freshness.render_table(report)
+
+
+@pytest.mark.parametrize("st", [[1, 2], "ok", {"poll_interval_s": "fast", "devices": []},
+                                {"devices": [{"serial": "aa01"}], "service_active": True,
+                                 "poll_interval_s": 1.0, "backlog_rows": PAYLOAD}])
+def test_judge_takes_a_malformed_status_given_directly(st: Any):
+    e = freshness.judge(site(st=st), central({"aa01": 10}), NOW, TH)
+    assert e["verdict"] == "stale" and e["reasons"][0].startswith("malformed status")
+    assert e["backlog_rows"] == 3    # the heartbeat's
+
+
+def test_a_complete_status_of_hwpc_status_is_well_formed():
+    """What health.status() writes passes the check, extra keys and all."""
+    st = status(("aa01", 1))
+    st["devices"][0].update({"product_type": "HWE-P1", "role": "grid", "api": "v1",
+                             "address": None, "age_s": 1.0, "last_error": None,
+                             "last_error_ts": None, "samples_since_start": 5,
+                             "coverage_hourly": [{"hour": iso(NOW)[:13], "samples": 0}]})
+    st.update({"site_id": "S1", "host": "pi1", "version": "1", "now": iso(NOW), "pid": 1,
+               "started": None, "uptime_s": None, "clock": "trust", "disk_low": False,
+               "write_error": None, "pending_rows": 0, "backlog_bytes": 0, "last_sync": None,
+               "disk_free_mb": -1})
+    assert freshness.status_problem(st) is None
+    e = freshness.judge(site(st=st), central({"aa01": 10}), NOW, TH)
+    assert e["verdict"] == "ok"
+
+
+def _cli_fleet(tmp_path: Path) -> Path:
+    now = time.time_ns() // 1_000_000
+    hostile = status(("aa02", 1), now=now)
+    hostile["backlog_rows"] = PAYLOAD
+    return fleet_file(tmp_path, json.dumps(hostile), '{"devices": "none"}', now=now)
+
+
+def test_audit_command_reports_every_site_despite_a_hostile_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`hwpc audit` with the arguments of the freshness role (roles/freshness/tasks/report.yml);
+    Cassandra stands in for a session that answers for the healthy site only."""
+    from hw_picollector import cassandra_session, cli
+
+    config = tmp_path / "audit.yml"
+    config.write_text(json.dumps({"site_id": "central", "data_dir": str(tmp_path / "data"),
+                                  "devices": [], "cassandra": {"hosts": ["127.0.0.1"],
+                                                               "keyspace": "homewizard"}}))
+
+    class Cluster:
+        def shutdown(self) -> None:
+            pass
+
+    monkeypatch.setattr(cassandra_session, "connect", lambda cfg: (Cluster(), object()))
+
+    def query_central(session: Any, keyspace: str, sites: list[SiteInput], now_ms: int,
+                      **_: Any) -> dict[str, Central]:
+        return {s.site_id: Central({d: now_ms - 5000 for d in s.devices},
+                                   {"ts": iso(now_ms - 5000)}, {}, {}) for s in sites}
+
+    monkeypatch.setattr(freshness, "query_central", query_central)
+    out_dir = tmp_path / "reports"
+    argv = ["audit", "--config", str(config), "--fleet", str(_cli_fleet(tmp_path)),
+            "--out-dir", str(out_dir), "--freshness-max-age-s", "600", "--sync-max-lag-s",
+            "900", "--heartbeat-max-age-s", "900", "--coverage-hours", "24"]
+    assert cli.main(argv) == 1            # the role accepts 0 and 1: 1 = a site is not ok
+    out = capsys.readouterr().out
+    assert "3 sites: 1 ok, 0 lagging, 2 stale, 0 down" in out
+    assert out.count("malformed status") == 2
+    report = json.loads((out_dir / "freshness-latest.json").read_text())
+    assert [s["verdict"] for s in report["sites"]] == ["ok", "stale", "stale"]
+    assert_inert((out_dir / "freshness-latest.html").read_text())
+    assert cli.main([*argv, "--no-fail"]) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["summary"]["stale"] == 2
+
+
+def test_status_that_never_ran_says_so(tmp_path: Path):
+    """When the module never ran `hwpc status` (sudo refused, as on a Pi whose SSH user may
+    not become root), Ansible gives no rc, only a message: that message is the reason."""
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps({"sites": [
+        {"host": "pi1", "site_id": "S1", "devices": ["aa01"], "reachable": True, "rc": None,
+         "stdout": "", "stderr": "Missing sudo password"}]}))
+    s = freshness.load_fleet(path)
+    assert s[0].status is None and s[0].error == "hwpc status did not run: Missing sudo password"

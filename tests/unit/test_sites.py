@@ -34,44 +34,44 @@ all:
       hosts:
         pi1:
           hwpc_devices:
-            - address: 127.0.0.1:18101
-              api: v1
-              label: meter cupboard
-              product_type: HWE-P1
-              role: grid
-              serial: 3c39e7a10001
-            - address: 127.0.0.1:18102
-              api: v1
-              label: PV inverter
-              product_type: HWE-KWH1
-              role: production
-              serial: 3c39e7a10002
-          hwpc_site_id: CDB001
-          hwpc_timezone: Europe/Amsterdam
+            - address: !unsafe '127.0.0.1:18101'
+              api: !unsafe 'v1'
+              label: !unsafe 'meter cupboard'
+              product_type: !unsafe 'HWE-P1'
+              role: !unsafe 'grid'
+              serial: !unsafe '3c39e7a10001'
+            - address: !unsafe '127.0.0.1:18102'
+              api: !unsafe 'v1'
+              label: !unsafe 'PV inverter'
+              product_type: !unsafe 'HWE-KWH1'
+              role: !unsafe 'production'
+              serial: !unsafe '3c39e7a10002'
+          hwpc_site_id: !unsafe 'CDB001'
+          hwpc_timezone: !unsafe 'Europe/Amsterdam'
         pi2:
           hwpc_devices:
-            - address: 127.0.0.1:18103
-              api: v1
-              product_type: HWE-P1
-              role: grid
-              serial: 3c39e7a20001
-          hwpc_site_id: CDB002
-          hwpc_timezone: Europe/Amsterdam
+            - address: !unsafe '127.0.0.1:18103'
+              api: !unsafe 'v1'
+              product_type: !unsafe 'HWE-P1'
+              role: !unsafe 'grid'
+              serial: !unsafe '3c39e7a20001'
+          hwpc_site_id: !unsafe 'CDB002'
+          hwpc_timezone: !unsafe 'Europe/Amsterdam'
         pi3:
           hwpc_devices:
-            - address: 127.0.0.1:18104
-              api: v1
-              product_type: HWE-P1
-              role: grid
-              serial: 3c39e7a30001
-            - address: 127.0.0.1:18105
-              api: v2
-              label: PV inverter, 3-phase
-              product_type: HWE-KWH3
-              role: production
-              serial: 5c2fafa30002
-          hwpc_site_id: ECH003
-          hwpc_timezone: Europe/Amsterdam
+            - address: !unsafe '127.0.0.1:18104'
+              api: !unsafe 'v1'
+              product_type: !unsafe 'HWE-P1'
+              role: !unsafe 'grid'
+              serial: !unsafe '3c39e7a30001'
+            - address: !unsafe '127.0.0.1:18105'
+              api: !unsafe 'v2'
+              label: !unsafe 'PV inverter, 3-phase'
+              product_type: !unsafe 'HWE-KWH3'
+              role: !unsafe 'production'
+              serial: !unsafe '5c2fafa30002'
+          hwpc_site_id: !unsafe 'ECH003'
+          hwpc_timezone: !unsafe 'Europe/Amsterdam'
 """
 
 EXPECTED_LEGACY_HOSTS_YML = (
@@ -83,34 +83,34 @@ all:
       hosts:
         cdb001:
           hwpc_devices:
-            - api: v1
-              product_type: HWE-P1
-              role: grid
-              serial: 3c39e7a10001
-            - api: v1
-              product_type: HWE-KWH1
-              role: production
-              serial: 3c39e7a10002
-          hwpc_site_id: CDB001
+            - api: !unsafe 'v1'
+              product_type: !unsafe 'HWE-P1'
+              role: !unsafe 'grid'
+              serial: !unsafe '3c39e7a10001'
+            - api: !unsafe 'v1'
+              product_type: !unsafe 'HWE-KWH1'
+              role: !unsafe 'production'
+              serial: !unsafe '3c39e7a10002'
+          hwpc_site_id: !unsafe 'CDB001'
         cdb002:
           hwpc_devices:
-            - api: v1
-              product_type: HWE-P1
-              role: grid
-              serial: 3c39e7a20001
-          hwpc_site_id: CDB002
+            - api: !unsafe 'v1'
+              product_type: !unsafe 'HWE-P1'
+              role: !unsafe 'grid'
+              serial: !unsafe '3c39e7a20001'
+          hwpc_site_id: !unsafe 'CDB002'
         ech003:
           hwpc_devices:
-            - api: v1
-              product_type: HWE-P1
-              role: grid
-              serial: 3c39e7a30001
-            - api: v2
-              label: PV inverter, 3-phase
-              product_type: HWE-KWH3
-              role: production
-              serial: 5c2fafa30002
-          hwpc_site_id: ECH003
+            - api: !unsafe 'v1'
+              product_type: !unsafe 'HWE-P1'
+              role: !unsafe 'grid'
+              serial: !unsafe '3c39e7a30001'
+            - api: !unsafe 'v2'
+              label: !unsafe 'PV inverter, 3-phase'
+              product_type: !unsafe 'HWE-KWH3'
+              role: !unsafe 'production'
+              serial: !unsafe '5c2fafa30002'
+          hwpc_site_id: !unsafe 'ECH003'
 """
 
 # A small valid workbook; the problem cases below each break one thing in a copy of it.
@@ -229,10 +229,23 @@ def test_import_is_a_valid_ansible_inventory(
                             capture_output=True, text=True, check=True, timeout=120)
     data = json.loads(result.stdout)
     assert sorted(data["collectors"]["hosts"]) == ["pi1", "pi2", "pi3"]
-    pi3 = data["_meta"]["hostvars"]["pi3"]
+    pi3 = unwrap_unsafe(data["_meta"]["hostvars"]["pi3"])
     assert pi3["hwpc_site_id"] == "ECH003"
     assert [(d["serial"], d["api"]) for d in pi3["hwpc_devices"]] == [
         ("3c39e7a30001", "v1"), ("5c2fafa30002", "v2")]
+
+
+def unwrap_unsafe(value: Any) -> Any:
+    """ansible-inventory's JSON of hostvars with every string checked to be marked unsafe
+    (``{"__ansible_unsafe": text}``, which a dynamic inventory reads back unsafe), unmarked."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: unwrap_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_unsafe(v) for v in value]
+    assert not isinstance(value, str), f"{value!r} is not marked unsafe"
+    return value
 
 
 def _load_generator() -> ModuleType:
@@ -578,8 +591,8 @@ def test_a_hand_written_hosts_yml_is_not_replaced(
 def test_labels_that_look_like_numbers_stay_strings(tmp_path: Path) -> None:
     path = two_sheets(tmp_path, SITES, edited(edited(DEVICES, 2, 7, "0123"), 3, 7, "yes"))
     text = sites.render(sites.load(path), path.name)
-    assert "label: '0123'" in text
-    assert "label: 'yes'" in text
+    assert "label: !unsafe '0123'" in text
+    assert "label: !unsafe 'yes'" in text
 
 
 # --------------------------------------------------------------------------- legacy sheet
@@ -677,7 +690,7 @@ def test_legacy_address_keys_are_ignored_with_a_warning(
             "left to mDNS discovery") in err
     text = (tmp_path / "inv" / "hosts.yml").read_text()
     assert "192.168" not in text
-    assert "product_type: HWE-P1" in text
+    assert "product_type: !unsafe 'HWE-P1'" in text
 
 
 @pytest.mark.parametrize(("cell", "items"), [

@@ -63,8 +63,11 @@ def explain(exc: BaseException, cfg: CassandraConfig, user: str | None) -> str:
     if isinstance(exc, AuthenticationFailed):
         return f"Cassandra {where(cfg)}: authentication failed for user {user!r}"
     if isinstance(exc, Unauthorized):
+        from hw_picollector.schema import PI_WRITE_TABLES  # (schema imports this module)
+
         return (f"Cassandra {where(cfg)}: permission denied ({_one_line(text)}); a Pi's role "
-                f"needs MODIFY and SELECT on keyspace {cfg.keyspace} (hwpc db create-role)")
+                f"needs MODIFY on {cfg.keyspace}.{{{','.join(PI_WRITE_TABLES)}}} "
+                "(hwpc db create-role)")
     if isinstance(exc, InvalidRequest) and ("does not exist" in text or "unconfigured" in text):
         return (f"Cassandra {where(cfg)}: {_one_line(text)} (is the schema there? "
                 "run: hwpc db check)")

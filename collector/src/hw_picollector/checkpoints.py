@@ -5,10 +5,16 @@ acknowledged every row, and the ``ts`` of the row that ends there. It moves only
 only after the acknowledgement, and is written atomically (temp file, fsync, rename). A
 checkpoint that no longer matches its file (the file was cut back by a power cut after the
 rows were read) is ignored and the file re-sent: writes are idempotent upserts.
+
+When the lines that end at the offset were quarantined (see quarantine.py), ``ts`` is
+still that of the newest row sent, and ``quarantined`` holds the SHA-256 of the line that
+ends there: what the check compares instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,6 +34,7 @@ class Checkpoint:
     last_ts: str | None = None
     rows: int = 0
     complete: bool = False  # the day is closed and every row acknowledged
+    quarantined: str | None = None  # SHA-256 of the quarantined line ending at offset
 
 
 def path_for(data_dir: Path, serial: str, day: str) -> Path:
@@ -53,19 +60,22 @@ def read(data_dir: Path, serial: str, day: str) -> Checkpoint:
     try:
         raw = json.loads(path_for(data_dir, serial, day).read_text(encoding="utf-8"))
         return Checkpoint(int(raw["offset"]), raw.get("last_ts"), int(raw.get("rows", 0)),
-                          bool(raw.get("complete", False)))
+                          bool(raw.get("complete", False)), raw.get("quarantined"))
     except (OSError, ValueError, KeyError, TypeError):
         return Checkpoint()
 
 
 def write(data_dir: Path, serial: str, day: str, cp: Checkpoint) -> None:
-    write_json_atomic(path_for(data_dir, serial, day),
-                      {"offset": cp.offset, "last_ts": cp.last_ts, "rows": cp.rows,
-                       "complete": cp.complete})
+    data = {k: v for k, v in dataclasses.asdict(cp).items()
+            if k != "quarantined" or v is not None}
+    write_json_atomic(path_for(data_dir, serial, day), data)
 
 
 def validated(csv_path: Path, cp: Checkpoint) -> Checkpoint:
-    """The checkpoint if it still matches the file, else a fresh start for that file."""
+    """The checkpoint if it still matches the file, else a fresh start for that file.
+
+    The line that ends at the offset is read back to its start, whatever its size.
+    """
     if cp.offset == 0:
         return cp
     try:
@@ -73,13 +83,13 @@ def validated(csv_path: Path, cp: Checkpoint) -> Checkpoint:
             size = fh.seek(0, os.SEEK_END)
             if cp.offset > size:
                 return Checkpoint()
-            fh.seek(max(0, cp.offset - 4096))
-            before = fh.read(cp.offset - max(0, cp.offset - 4096))
+            _start, last_line = next(store.lines_before(fh, cp.offset), (0, b""))
     except OSError:
         return Checkpoint()
-    if not before.endswith(b"\n"):
+    if not last_line.endswith(b"\n"):
         return Checkpoint()
-    last_line = before[:-1].rsplit(b"\n", 1)[-1]
+    if cp.quarantined is not None:
+        return cp if hashlib.sha256(last_line).hexdigest() == cp.quarantined else Checkpoint()
     if cp.last_ts and not last_line.startswith(cp.last_ts.encode()):
         return Checkpoint()
     return cp

@@ -174,14 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                          ("check", "report schema drift, one line per problem")):
         q = dbsub.add_parser(action, help=text, description=text)
         q.add_argument("--config", required=True, metavar="FILE")
-    q = dbsub.add_parser("create-role", help="a login role with MODIFY and SELECT (or with "
-                         "--read-only SELECT) on the keyspace only; password read from a file, "
-                         "never from the command line")
+    q = dbsub.add_parser("create-role", help="a Pi's login role: MODIFY on the tables the sync "
+                         "writes to, no SELECT (--read-only: SELECT on the keyspace); broader "
+                         "grants are revoked; password read from a file, never from the "
+                         "command line")
     q.add_argument("--config", required=True, metavar="FILE")
     q.add_argument("--role", required=True, help="role name, e.g. pi_cdb001")
     q.add_argument("--password-file", required=True, metavar="FILE")
     q.add_argument("--read-only", action="store_true",
-                   help="SELECT only (the fleet audit's role); revokes MODIFY if it was granted")
+                   help="SELECT on the keyspace only (the fleet audit's role); revokes MODIFY")
     q.add_argument("--dry-run", action="store_true",
                    help="say what would change (created, password or grants updated), "
                         "change nothing")

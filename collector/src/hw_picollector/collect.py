@@ -7,11 +7,17 @@ delays another, and a tick costs one wake-up instead of one per device. Samples 
 through a queue to the main thread, the single owner of the store, which writes and
 fsyncs them every ``flush_interval_s``, keeps the systemd watchdog fed and publishes the
 per-device state that ``hwpc status`` shows.
+
+The watchdog is fed only while the polling thread makes progress: it stamps a heartbeat at
+every turn (at least every ``HEARTBEAT_S``). A polling thread that ends on an unexpected
+error, or makes no progress for ``POLL_STALL_S``, ends the process non-zero (logged), so
+systemd restarts it rather than keep a collector that collects nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -25,10 +31,11 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
-from hw_picollector import __version__, clock, sdnotify
+from hw_picollector import __version__, checkpoints, clock, sdnotify, store
 from hw_picollector.config import Config, DeviceConfig
-from hw_picollector.devices.canonical import Sample, columns
+from hw_picollector.devices.canonical import Sample, cap_extra, columns
 from hw_picollector.devices.client import DeviceClient, DeviceError, Request, backoff_s
 from hw_picollector.devices.transport import READ, Connection, Response
 from hw_picollector.store import Store, format_ts
@@ -38,6 +45,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state/collector.json"
 RESOLVE_AFTER_FAILURES = 3
 RESOLVE_EVERY_S = 60.0
+DAMAGED_FILES_SHOWN = 10  # per device, in the state file
+HEARTBEAT_S = 1.0  # the poll loop turns at least this often, busy or not
+POLL_STALL_S = 10.0  # no turn for this long: the poll loop is stuck, the process ends
 Encoder = Callable[[int, dict[str, float | str], dict[str, float]], str]
 
 
@@ -55,6 +65,8 @@ class DeviceState:
     consecutive_failures: int = 0
     skipped_ticks: int = 0
     clock_refused: int = 0
+    extras_dropped: int = 0  # extra fields beyond max_extra_keys/max_extra_bytes
+    samples_dropped: int = 0  # held in memory beyond max_pending_rows: the store unwritable
 
 
 @dataclass
@@ -87,24 +99,26 @@ class DevicePoller:
         self._steps: Generator[Request, Response, Sample] | None = None
         self._conn: Connection | None = None
         self._ts_ms = 0
-        self.registered: tuple[int, int, int] | None = None  # (fd, socket no., events)
+        self.registered: Watch | None = None  # what the selector watches for it
+        self.internal_error = False  # its last poll ended in an unexpected error (a bug)
         # its idle connection is in the selector (since before the last wait): a device
         # closing it is seen there, so it need not be polled before the next request
         self.idle_watched = False
+        self._capping = False  # its samples' extra fields are over the caps
 
     @property
     def busy(self) -> bool:
         return self._steps is not None
 
-    def wanted(self) -> tuple[int, int, int] | None:
-        """(fd, socket number, events) the selector should watch for this device, if any: the
-        exchange's, or readability of the idle connection (the device closing it), which
-        keeps a kept-alive connection registered from one poll to the next."""
+    def wanted(self) -> Watch | None:
+        """What the selector should watch for this device, if anything: the exchange's
+        events, or readability of the idle connection (the device closing it), which keeps
+        a kept-alive connection registered from one poll to the next."""
         conn = self._conn
         if conn is None or not conn.connected:
             return None
         events = conn.want() if conn.busy else READ
-        return (conn.fileno(), conn.sockets, events) if events else None
+        return Watch(conn.fileno(), conn, conn.sockets, events) if events else None
 
     def next_time(self) -> float:
         """When this device next needs the loop: its deadline, or its next tick."""
@@ -197,7 +211,22 @@ class DevicePoller:
             else:
                 log.info("%s %s: first sample", self.dev.serial, self.client.url)
         st.state, st.consecutive_failures = "ok", 0
-        line = self.encode(self._ts_ms, sample.values, sample.extra)
+        extra, dropped = sample.extra, 0
+        if extra:
+            extra, dropped = cap_extra(extra, self.config.max_extra_keys,
+                                       self.config.max_extra_bytes)
+            st.extras_dropped += dropped
+        if bool(dropped) != self._capping:  # one line when it starts, one when it ends
+            self._capping = bool(dropped)
+            if dropped:
+                log.warning("%s: %d extra fields in a sample, over max_extra_keys=%d or "
+                            "max_extra_bytes=%d: the first %d by name are kept, the rest "
+                            "dropped (counted in extras_dropped)", self.dev.serial,
+                            len(sample.extra), self.config.max_extra_keys,
+                            self.config.max_extra_bytes, len(extra))
+            else:
+                log.info("%s: extra fields within the caps again", self.dev.serial)
+        line = self.encode(self._ts_ms, sample.values, extra)
         self.shared.samples.put((self.dev.serial, self._ts_ms, line))
         self._done(True)
 
@@ -208,9 +237,10 @@ class DevicePoller:
             self._resolve()
         self._done(False)
 
-    def _done(self, ok: bool) -> None:
+    def _done(self, ok: bool, internal_error: bool = False) -> None:
         """The poll is over: back-off and the next tick (skipped ones counted)."""
         self._steps = None
+        self.internal_error = internal_error
         interval = self.config.poll_interval_s
         now = time.monotonic()
         if ok or self.state.consecutive_failures <= 1:
@@ -273,17 +303,34 @@ class DevicePoller:
         self.retry_at = 0.0  # a new address: no back-off from the old one's failures
 
     def abandon(self) -> None:
-        """End the poll under way as failed and drop the connection (after a bug)."""
+        """End the poll (under way, or starting) as failed and drop the connection (after a
+        bug): counted and backed off like any failed poll, so a poll that fails at once
+        does not run again at once."""
         self.client.close()
         self._conn = None
         if self._steps is not None:
             self._steps.close()
-            self._fail("error", f"{self.dev.serial}: internal error while polling (see log)")
-            self._done(False)
+        self._fail("error", f"{self.dev.serial}: internal error while polling (see log)")
+        self._done(False, internal_error=True)
 
     def close(self) -> None:
         self._steps = self._conn = None
         self.client.close()
+
+
+class Watch(NamedTuple):
+    """A device's socket in the selector. The descriptor number alone does not name a
+    socket: a closed one's number is soon another's (of any device), and a new Connection
+    counts its sockets from 1 again; the Connection and its count do."""
+
+    fd: int
+    conn: Connection
+    socket: int
+    events: int
+
+
+class PollLoopFailed(RuntimeError):
+    """Every device's last poll ended in an unexpected error: nothing is collected."""
 
 
 class PollLoop(threading.Thread):
@@ -293,6 +340,10 @@ class PollLoop(threading.Thread):
     come, so a slow or dead device delays no other (each exchange has its own deadline),
     without a thread per device: one wake-up serves several answers. mDNS lookups and host
     name lookups run on short-lived threads and come back through ``post``.
+
+    ``heartbeat`` (monotonic) is stamped at every turn. An unexpected error in one device's
+    poll fails that poll only; one outside them, or in every device's last poll, ends the
+    loop: ``error`` holds it and ``stop`` is set.
     """
 
     def __init__(self, pollers: list[DevicePoller], stop: threading.Event,
@@ -305,6 +356,8 @@ class PollLoop(threading.Thread):
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.heartbeat = time.monotonic()
+        self.error: BaseException | None = None
         for poller in pollers:
             poller.loop = self
 
@@ -321,6 +374,10 @@ class PollLoop(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
+        except BaseException as exc:
+            self.error = exc
+            log.critical("the poll loop failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            self.stop.set()
         finally:
             for poller in self.pollers:
                 poller.close()
@@ -332,7 +389,7 @@ class PollLoop(threading.Thread):
         pollers, select = self.pollers, self.selector.select
         stop_by: float | None = None
         while True:
-            now = time.monotonic()
+            now = self.heartbeat = time.monotonic()
             if stop_by is None and self.stop.is_set():
                 stop_by = now + self.drain_s  # no new poll; those under way may finish
             if stop_by is not None and (now >= stop_by or not any(p.busy for p in pollers)):
@@ -341,6 +398,7 @@ class PollLoop(threading.Thread):
                 self._guard(poller, poller.on_time, now, stop_by is None)
             self._watch()
             wait = min([p.next_time() for p in pollers], default=now + 1.0) - time.monotonic()
+            wait = min(wait, HEARTBEAT_S)
             if stop_by is not None:
                 wait = min(wait, stop_by - time.monotonic())
             for key, _ in select(max(0.0, wait)):
@@ -350,14 +408,18 @@ class PollLoop(threading.Thread):
                 else:
                     self._guard(poller, poller.on_ready, time.monotonic())
 
-    @staticmethod
-    def _guard(poller: DevicePoller, step: Callable[..., None], *args: object) -> None:
-        """A bug in one device's poll must not stop the others: log it, end that poll."""
+    def _guard(self, poller: DevicePoller, step: Callable[..., None], *args: object) -> None:
+        """A bug in one device's poll must not stop the others: log it, end that poll. When
+        every device's last poll ended that way, nothing is collected: the loop fails."""
         try:
             step(*args)
-        except Exception:
+        except Exception as exc:
             log.exception("%s: unexpected error while polling", poller.dev.serial)
             poller.abandon()
+            if all(p.internal_error for p in self.pollers):
+                raise PollLoopFailed("every device's last poll ended in an unexpected "
+                                     f"error, the last one: {type(exc).__name__}: {exc}") \
+                    from exc
 
     def _wakened(self) -> None:
         with contextlib.suppress(OSError):
@@ -371,21 +433,31 @@ class PollLoop(threading.Thread):
             call()
 
     def _watch(self) -> None:
-        """Bring the selector in line with what each device's exchange waits for."""
+        """Bring the selector in line with what each device's exchange waits for.
+
+        Every socket that is no longer wanted leaves the selector before any new one joins:
+        a descriptor number a closed socket freed may already be a new socket's (another
+        device's, or this one's), and the selector knows sockets by number.
+        """
+        joining: list[tuple[DevicePoller, Watch]] = []
         for poller in self.pollers:
             want, have = poller.wanted(), poller.registered
             conn = poller._conn
             poller.idle_watched = want is not None and conn is not None and not conn.busy
             if want == have:
                 continue
-            if have is not None and want is not None and have[:2] == want[:2]:
-                self.selector.modify(want[0], want[2], poller)
-            else:
-                if have is not None:
-                    with contextlib.suppress(KeyError, ValueError):
-                        self.selector.unregister(have[0])
-                if want is not None:
-                    self.selector.register(want[0], want[2], poller)
+            if have is not None and want is not None and have[:3] == want[:3]:
+                self.selector.modify(want.fd, want.events, poller)  # same socket, new events
+                poller.registered = want
+                continue
+            if have is not None:
+                poller.registered = None
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(have.fd)  # closed: gone from epoll already
+            if want is not None:
+                joining.append((poller, want))
+        for poller, want in joining:
+            self.selector.register(want.fd, want.events, poller)
             poller.registered = want
 
 
@@ -393,7 +465,7 @@ class Collector:
     def __init__(self, config: Config):
         self.config = config
         self.shared = _Shared()
-        self.store = Store(config.data_dir, columns)
+        self.store = Store(config.data_dir, columns, max_pending_rows=config.max_pending_rows)
         self.pollers: list[DevicePoller] = []
         self.loop: PollLoop | None = None
         self.started = time.time()
@@ -402,6 +474,8 @@ class Collector:
         self._disk_low = False
         self._write_error: str | None = None
         self._held_back: set[str] = set()
+        self._dropping: dict[str, int] = {}  # serial → samples dropped before this episode
+        self._damage: dict[str, dict[str, object]] = {}  # serial → damaged lines found
         self._state_path = config.data_dir / STATE_FILE
 
     def stop(self, *_: object) -> None:
@@ -415,6 +489,7 @@ class Collector:
             last = self.store.open_device(dev.serial, dev.product_type)
             if last >= 0:
                 log.info("%s: resuming after %s", dev.serial, format_ts(last))
+        threading.Thread(target=self._find_damage, name="damage-scan", daemon=True).start()
         sdnotify.notify("READY=1")
         watchdog = sdnotify.watchdog_interval_s()
         if not self._wait_for_clock(watchdog):
@@ -430,8 +505,12 @@ class Collector:
         sdnotify.notify(f"STATUS=collecting {len(self.pollers)} device(s)")
         next_flush = time.monotonic() + cfg.flush_interval_s
         next_dog = time.monotonic()
+        failed = False
         while not self.shared.stop.is_set():
             now = time.monotonic()
+            if not self._polling(now):
+                failed = True
+                break
             if watchdog and now >= next_dog:
                 sdnotify.notify("WATCHDOG=1")
                 next_dog = now + watchdog
@@ -440,11 +519,40 @@ class Collector:
                 next_flush = now + cfg.flush_interval_s
             deadline = min(next_flush, next_dog if watchdog else next_flush)
             self.shared.stop.wait(max(0.0, deadline - time.monotonic()))
-        self.loop.join(timeout=cfg.request_timeout_s + 1)  # polls under way may finish
+        self.stop()
+        if not failed:  # polls under way may finish (a stuck loop would not)
+            self.loop.join(timeout=cfg.request_timeout_s + 1)
+        failed = failed or self.loop.error is not None
+        if failed:
+            sdnotify.notify("STATUS=polling failed, see the log")
         self._flush()
         self.store.close()
+        if self.store.pending_rows():
+            log.error("stopped with %d sample(s) not written: %s", self.store.pending_rows(),
+                      self.store.write_error)
+            return 1
+        if failed:
+            log.error("stopped because polling failed (every buffered sample written): "
+                      "exit code 1, for systemd to restart the collector")
+            return 1
         log.info("stopped; every buffered sample written")
-        return 1 if self.store.pending_rows() else 0
+        return 0
+
+    def _polling(self, now: float) -> bool:
+        """Whether the poll loop still makes progress (else logged: the process ends)."""
+        loop = self.loop
+        assert loop is not None
+        if loop.error is not None:
+            return False  # logged by the loop, with its traceback
+        if not loop.is_alive():
+            log.critical("the poll loop ended unexpectedly: ending the collector")
+            return False
+        stalled = now - loop.heartbeat
+        if stalled > POLL_STALL_S:
+            log.critical("the poll loop has made no progress for %.0f s (a poll that never "
+                         "returns?): ending the collector", stalled)
+            return False
+        return True
 
     def _wait_for_clock(self, watchdog: float | None) -> bool:
         cfg = self.config
@@ -500,7 +608,45 @@ class Collector:
             else:
                 log.info("store writable again: buffered rows written")
             self._write_error = error
+        self._count_dropped()
         self._publish()
+
+    def _count_dropped(self) -> None:
+        """Samples the store dropped (unwritable beyond ``max_pending_rows``): counted per
+        device, one log line when a device starts losing samples, one when it stops."""
+        for poller in self.pollers:
+            serial, st = poller.dev.serial, poller.state
+            dropped = self.store.dropped(serial)
+            if dropped > st.samples_dropped and serial not in self._dropping:
+                log.error("%s: %d rows held in memory (max_pending_rows) and the store still "
+                          "cannot be written: the oldest are dropped (counted in "
+                          "samples_dropped)", serial, self.config.max_pending_rows)
+                self._dropping[serial] = st.samples_dropped
+            elif serial in self._dropping and not self.store.write_error:
+                log.warning("%s: %d sample(s) dropped while the store could not be written",
+                            serial, dropped - self._dropping.pop(serial))
+            st.samples_dropped = dropped
+
+    def _find_damage(self) -> None:
+        """Look for damaged lines (complete lines that are not rows of their file's columns,
+        not a torn last line: ``open_device`` repaired those) in what the sync has not
+        acknowledged yet: one log line per damaged file, the counts in the state file."""
+        for dev in self.config.devices:
+            try:
+                found = find_damaged(self.config.data_dir, dev.serial)
+            except Exception:  # a look at the store must never stop collecting
+                log.exception("%s: looking for damaged lines failed", dev.serial)
+                continue
+            for damage in found:
+                log.error("%s: damaged line at byte %d (%s; %d damaged line%s in the part not "
+                          "synced yet): not a row, left as it is", damage.file,
+                          damage.first_offset, damage.why, damage.lines,
+                          "s" if damage.lines != 1 else "")
+            if found:
+                self._damage[dev.serial] = {
+                    "damaged_lines": sum(damage.lines for damage in found),
+                    "damaged_files": [{"file": d.file, "first_offset": d.first_offset,
+                                       "lines": d.lines} for d in found[:DAMAGED_FILES_SHOWN]]}
 
     def _publish(self) -> None:
         free_mb = disk_free_mb(self.config.data_dir)
@@ -520,7 +666,9 @@ class Collector:
             "write_error": self.store.write_error,
             "pending_rows": self.store.pending_rows(),
             "disk_free_mb": free_mb,
-            "devices": {p.dev.serial: dict(vars(p.state)) for p in self.pollers},
+            "devices": {p.dev.serial: {**vars(p.state), "damaged_lines": 0, "damaged_files": [],
+                                       **self._damage.get(p.dev.serial, {})}
+                        for p in self.pollers},
         }
         try:
             write_state(self._state_path, state)
@@ -535,21 +683,90 @@ def write_state(path: Path, state: dict[str, object]) -> None:
     It is a snapshot rewritten every flush interval, not data: after a power cut the previous
     (or no) snapshot is fine, and ``hwpc status`` treats an unreadable one as absent. Syncing
     it (file and directory) would add two disk syncs to every flush, SD card wear for nothing.
+
+    On a full disk, where a new file cannot be written, the snapshot is written over the
+    old one in place, within the space that already holds it (padded with blanks): what
+    the collector does while the disk is full is what an operator needs to see.
     """
     tmp = path.with_name(f".{path.name}.tmp")
     data = json.dumps(state, sort_keys=True).encode()
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # give back what the attempt took
+        _overwrite_in_place(path, data, exc)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:
+    """``data`` over the file at ``path`` without allocating: within its blocks, blanks
+    (valid JSON whitespace) over the rest of the old text. ``full`` when it does not fit."""
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        raise full from None
+    try:
+        st = os.fstat(fd)
+        room = max(st.st_size, st.st_blocks * 512)
+        if len(data) > room:
+            raise full
+        os.pwrite(fd, data + b" " * max(0, st.st_size - len(data)), 0)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+
+
+@dataclass
+class Damage:
+    """The damaged lines of one day file (in the part the sync has not acknowledged)."""
+
+    file: str
+    first_offset: int = -1
+    lines: int = 0
+    why: str = ""  # the first's
+
+    def bad(self, offset: int, _line: bytes, why: str) -> bool:
+        """``store.scan``'s callback: count the line and read on."""
+        if not self.lines:
+            self.first_offset, self.why = offset, why
+        self.lines += 1
+        return True
+
+
+def find_damaged(data_dir: Path, serial: str) -> list[Damage]:
+    """The device's day files with damaged lines (complete lines that are not rows of the
+    file's columns) past their sync checkpoint."""
+    found: list[Damage] = []
+    for path in store.day_files(data_dir, serial):
+        cp = checkpoints.read(data_dir, serial, path.stem)
+        try:
+            if cp.complete and cp.offset >= path.stat().st_size:
+                continue
+            damage = Damage(str(path))
+            for _row in store.scan(path, checkpoints.validated(path, cp).offset,
+                                   bad=damage.bad):
+                pass
+        except OSError:  # compressed and removed meanwhile
+            continue
+        if damage.lines:
+            found.append(damage)
+    return found
 
 
 def disk_free_mb(path: Path) -> int:

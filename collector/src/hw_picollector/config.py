@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
-SERIAL_RE = re.compile(r"^[0-9a-f]{12}$")
-HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+# Identifier patterns: always used with fullmatch (re.match and $ let a trailing newline by).
+SERIAL_RE = re.compile(r"[0-9a-f]{12}")
+HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
+PORT_RE = re.compile(r"[0-9]{1,5}")
 
 PRODUCT_TYPES = (
     "HWE-P1",
@@ -70,6 +72,7 @@ class CassandraConfig:
     credentials_file: str | None = None
     tls_ca_file: str | None = None
     tls_hostname: str | None = None
+    allow_plaintext: bool = False  # without TLS to hosts other than loopback IP literals
     replication: dict[str, Any] = field(
         default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1}
     )
@@ -94,6 +97,9 @@ class Config:
     host: str | None = None
     cassandra: CassandraConfig | None = None
     mdns: bool = True
+    max_extra_keys: int = 256  # extra fields kept per sample (the first by name)
+    max_extra_bytes: int = 16384  # and at most this much of their JSON
+    max_pending_rows: int = 3600  # per device, held in memory while the store cannot write
 
     def device(self, serial: str) -> DeviceConfig:
         for dev in self.devices:
@@ -106,11 +112,22 @@ def split_address(address: str) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]:port`` → (host, port or None)."""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
+        if rest == "":
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError(f"{address!r}: text after ']' is not :port")
+        return host, _port(rest[1:])
     if address.count(":") == 1:
         host, port = address.split(":")
-        return host, int(port)
+        return host, _port(port)
     return address, None
+
+
+def _port(text: str) -> int:
+    """Digits only (``int()`` would also take spaces, a newline, ``_`` and other scripts)."""
+    if not PORT_RE.fullmatch(text):
+        raise ValueError(f"port {text!r} is not a number")
+    return int(text)
 
 
 def valid_address(address: str) -> bool:
@@ -124,7 +141,7 @@ def valid_address(address: str) -> bool:
         ipaddress.ip_address(host)
         return True
     except ValueError:
-        return bool(HOST_RE.match(host))
+        return bool(HOST_RE.fullmatch(host))
 
 
 class _Reader:
@@ -159,6 +176,13 @@ class _Reader:
             return default
         return value
 
+    def count(self, key: str, default: int, minimum: int = 0) -> int:
+        value: int = self.get(key, int, default)
+        if value < minimum:
+            self.err(key, f"must be >= {minimum}, got {value}")
+            return default
+        return value
+
     def positive(self, key: str, default: float) -> float:
         value: float = self.get(key, float, default)
         if value <= 0:
@@ -177,7 +201,7 @@ def _device(path: str, index: int, raw: Any, errors: list[str]) -> DeviceConfig 
     for key in sorted(set(raw) - known):
         r.err(key, "unknown key")
     serial = r.get("serial", str, required=True)
-    if serial is not None and not SERIAL_RE.match(serial):
+    if serial is not None and not SERIAL_RE.fullmatch(serial):
         r.err("serial", f"{serial!r} is not 12 lowercase hex characters")
     product_type = r.choice("product_type", PRODUCT_TYPES, required=True)
     role = r.choice("role", ROLES, required=True)
@@ -195,6 +219,14 @@ def _device(path: str, index: int, raw: Any, errors: list[str]) -> DeviceConfig 
     return DeviceConfig(serial=serial, product_type=product_type, role=role, api=api or "v1",
                         address=address, token_file=token_file, ca_file=r.get("ca_file", str),
                         label=r.get("label", str, ""))
+
+
+def loopback_literal(host: str) -> bool:
+    """An IP literal of this machine's loopback (127.0.0.0/8, ::1); a name never is."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _cassandra(path: str, raw: Any, errors: list[str]) -> CassandraConfig | None:
@@ -217,15 +249,25 @@ def _cassandra(path: str, raw: Any, errors: list[str]) -> CassandraConfig | None
     if replication is not None:
         kwargs["replication"] = replication
     keyspace = r.get("keyspace", str, "homewizard")
-    if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,47}", keyspace):
         r.err("keyspace", f"{keyspace!r} is not a valid keyspace name")
+    tls_ca_file = tls_reader.get("ca_file", str)
+    allow_plaintext = r.get("allow_plaintext", bool, False)
+    remote = [h for h in hosts if not loopback_literal(h)]
+    if not tls_ca_file and not allow_plaintext and remote:
+        # Passwords and data would cross the network in clear text.
+        tls_reader.err("ca_file", f"missing: the login and every row would go to {remote[0]} "
+                       "in plaintext; set it to the CA of the Cassandra nodes (role variable "
+                       "hwpc_cassandra_tls_ca_file), or allow_plaintext: true "
+                       "(hwpc_cassandra_allow_plaintext) on a network you trust")
     return CassandraConfig(
         hosts=tuple(hosts), port=port, keyspace=keyspace,
         local_dc=r.get("local_dc", str, "datacenter1"),
         consistency=r.choice("consistency", CONSISTENCY_LEVELS, "LOCAL_QUORUM"),
         credentials_file=r.get("credentials_file", str),
-        tls_ca_file=tls_reader.get("ca_file", str),
+        tls_ca_file=tls_ca_file,
         tls_hostname=tls_reader.get("hostname", str),
+        allow_plaintext=allow_plaintext,
         concurrency=r.get("concurrency", int, 16),
         batch_rows=r.get("batch_rows", int, 200),
         request_timeout_s=r.positive("request_timeout_s", 15.0),
@@ -239,7 +281,7 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     r = _Reader(path, data, "", errors)
     site_id = r.get("site_id", str, required=True)
-    if site_id is not None and not re.match(r"^[A-Za-z0-9_.-]{1,64}$", site_id):
+    if site_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", site_id):
         r.err("site_id", f"{site_id!r}: use letters, digits, '_', '.', '-'")
     data_dir = r.get("data_dir", str, "/var/lib/hw-picollector")
     raw_devices = r.get("devices", list, [])
@@ -268,6 +310,9 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
         host=r.get("host", str),
         cassandra=cassandra,
         mdns=r.get("mdns", bool, True),
+        max_extra_keys=r.count("max_extra_keys", 256),
+        max_extra_bytes=r.count("max_extra_bytes", 16384),
+        max_pending_rows=r.count("max_pending_rows", 3600, minimum=1),
     )
     if errors:
         raise ConfigError("\n".join(errors))

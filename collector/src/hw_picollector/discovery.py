@@ -30,7 +30,7 @@ SERVICE_APIS: Mapping[str, str] = MappingProxyType({V1_SERVICE: "v1", V2_SERVICE
 Record = tuple[str, dict[str, str], list[str], int]
 """(service type, TXT key → value, addresses, port) of one resolved service instance."""
 
-_SERIAL_RE = re.compile(r"^[0-9a-f]{12}$")
+_SERIAL_RE = re.compile(r"[0-9a-f]{12}")  # with fullmatch only
 _INSTANCE_PREFIXES: Mapping[str, str] = MappingProxyType({
     "HWE-P1": "p1meter", "HWE-SKT": "energysocket", "HWE-WTR": "watermeter",
     "HWE-KWH1": "kwhmeter", "HWE-KWH3": "kwhmeter", "SDM230-wifi": "kwhmeter",
@@ -108,7 +108,7 @@ def records_to_devices(records: list[Record]) -> list[DiscoveredDevice]:
         txt = {k.lower(): v for k, v in raw_txt.items()}
         ident = parse_cert_hostname(txt.get("id", ""))
         serial = (txt.get("serial") or (ident[1] if ident else "")).lower()
-        if api is None or not _SERIAL_RE.match(serial):
+        if api is None or not _SERIAL_RE.fullmatch(serial):
             continue
         part = partials.setdefault(serial, _Partial())
         part.addresses.extend(addresses)

@@ -20,8 +20,10 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import os
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,39 +70,158 @@ def iso(ts_ms: int | None) -> str | None:
 
 
 def parse_iso(text: str | None) -> int | None:
-    if not text:
+    if not text or not isinstance(text, str):
         return None
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return int(dt.timestamp() * 1000)
+    except (ValueError, OverflowError):
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+
+
+# -- a Pi's status: checked before anything reads it -----------------------------------------
+# `hwpc status --json` comes from a machine in someone's home: it is checked against what the
+# audit reads from it, and a status that does not fit makes its site "malformed status" (not
+# ok) instead of ending the audit of every other site. Messages name keys, never values.
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _timestamp(value: Any) -> bool:
+    ms = parse_iso(value) if isinstance(value, str) else None
+    if ms is None:
+        return False
+    try:
+        iso(ms)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+# key -> (what it must be, check); None is allowed for the optional keys only.
+_STATUS_REQUIRED: dict[str, tuple[str, Any]] = {
+    "service_active": ("a boolean", lambda v: isinstance(v, bool)),
+    # (a config allows any positive interval; below a millisecond, expected counts overflow)
+    "poll_interval_s": ("a number from 0.001 to 86400", lambda v: _finite(v)
+                        and 0.001 <= v <= 86400),
+    "devices": ("an array", lambda v: isinstance(v, list)),
+}
+_STATUS_OPTIONAL: dict[str, tuple[str, Any]] = {
+    "backlog_rows": ("a whole number >= 0", lambda v: isinstance(v, int)
+                     and not isinstance(v, bool) and v >= 0),
+    "uptime_s": ("a number", _finite),
+    "disk_free_mb": ("a number", _finite),
+    "clock_synchronised": ("a boolean", lambda v: isinstance(v, bool)),
+    "last_sync_ts": ("an ISO 8601 time", _timestamp),
+}
+_DEVICE_REQUIRED: dict[str, tuple[str, Any]] = {
+    "serial": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+    "last_ts": ("an ISO 8601 time or null", lambda v: v is None or _timestamp(v)),
+}
+_DEVICE_OPTIONAL: dict[str, tuple[str, Any]] = {
+    "state": ("a string", lambda v: isinstance(v, str)),
+    "last_error": ("a string", lambda v: isinstance(v, str)),
+    "coverage_hourly": ("an array", lambda v: isinstance(v, list)),
+}
+_COVERAGE_REQUIRED: dict[str, tuple[str, Any]] = {
+    "hour": ("a string", lambda v: isinstance(v, str)),
+    "samples": ("a whole number >= 0", lambda v: isinstance(v, int)
+                and not isinstance(v, bool) and v >= 0),
+}
+
+
+def _object_problem(obj: Any, where: str, required: dict[str, tuple[str, Any]],
+                    optional: dict[str, tuple[str, Any]]) -> str | None:
+    if not isinstance(obj, dict):
+        return f"{where or 'the status'}: expected an object, got {_json_kind(obj)}"
+    prefix = f"{where}." if where else ""
+    for key, (want, ok) in required.items():
+        if key not in obj:
+            return f"{prefix}{key} is missing"
+        if not ok(obj[key]):
+            return f"{prefix}{key}: expected {want}, got {_json_kind(obj[key])}"
+    for key, (want, ok) in optional.items():
+        if obj.get(key) is not None and not ok(obj[key]):
+            return f"{prefix}{key}: expected {want}, got {_json_kind(obj[key])}"
+    return None
+
+
+def status_problem(status: Any) -> str | None:
+    """What makes a Pi's status unusable for the audit, or None. Keys the audit does not read
+    may be anything (a newer hwpc may add some)."""
+    problem = _object_problem(status, "", _STATUS_REQUIRED, _STATUS_OPTIONAL)
+    if problem:
+        return problem
+    for i, dev in enumerate(status["devices"]):
+        problem = _object_problem(dev, f"devices[{i}]", _DEVICE_REQUIRED, _DEVICE_OPTIONAL)
+        if problem:
+            return problem
+        for j, cell in enumerate(dev.get("coverage_hourly") or []):
+            problem = _object_problem(cell, f"devices[{i}].coverage_hourly[{j}]",
+                                      _COVERAGE_REQUIRED, {})
+            if problem:
+                return problem
+    return None
 
 
 # -- input ----------------------------------------------------------------------------------
 
 def load_fleet(path: Path) -> list[SiteInput]:
     """The fleet file: ``{"sites": [{host, site_id, devices, reachable, rc, stdout, stderr}]}``.
-    A status that is not JSON is kept as an error, never fatal: the site is still judged."""
+    A status that is not JSON, or not what `hwpc status --json` prints ("malformed status"), is
+    kept as an error, never fatal: the site is still judged, and so is every other site."""
     raw = json.loads(path.read_text(encoding="utf-8"))
+    entries = raw.get("sites", []) if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected {{\"sites\": [...]}}")
     sites = []
-    for i, s in enumerate(raw.get("sites", [])):
+    for i, s in enumerate(entries):
         where = f"{path}: sites[{i}]"
         if not isinstance(s, dict) or not s.get("host") or not s.get("site_id"):
             raise ValueError(f"{where}: needs host and site_id")
+        if not isinstance(s.get("devices") or [], list):
+            raise ValueError(f"{where}: devices must be a list of serials")
         status, error = None, None
         reachable = bool(s.get("reachable", False))
         if reachable:
-            if s.get("rc", 0) != 0:
-                lines = (s.get("stderr") or "").strip().splitlines()
-                error = f"hwpc status exited {s.get('rc')}" + (f": {lines[-1]}" if lines else "")
+            rc = s.get("rc", 0)
+            stderr = s.get("stderr")
+            lines = stderr.strip().splitlines() if isinstance(stderr, str) else []
+            last = f": {lines[-1]}" if lines else ""
+            if rc is None:  # the module never ran it (sudo refused, no interpreter, ...)
+                error = f"hwpc status did not run{last}"
+            elif rc != 0:
+                error = f"hwpc status exited {rc}{last}"
+            elif not isinstance(s.get("stdout") or "", str):
+                error = "malformed status: stdout is not text"
             else:
                 try:
                     status = json.loads(s.get("stdout") or "")
-                except ValueError:
+                except (ValueError, RecursionError):
                     error = "hwpc status did not print JSON"
+                else:
+                    problem = status_problem(status)
+                    if problem:
+                        status, error = None, f"malformed status: {problem}"
         devices = [str(d) for d in s.get("devices") or []]
         sites.append(SiteInput(host=str(s["host"]), site_id=str(s["site_id"]), devices=devices,
                                reachable=reachable, status=status, error=error))
@@ -211,7 +332,11 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
           coverage_hours: int = 24) -> dict[str, Any]:
     """One site's report entry: devices with their status, and the site's verdict."""
     status = site.status if site.reachable else None
-    local = {d["serial"]: d for d in (status or {}).get("devices", []) if "serial" in d}
+    error = site.error
+    problem = None if status is None else status_problem(status)
+    if problem:  # (load_fleet checks too; a SiteInput may come from elsewhere)
+        status, error = None, error or f"malformed status: {problem}"
+    local = {d["serial"]: d for d in (status or {}).get("devices", [])}
     poll = float((status or {}).get("poll_interval_s") or 1.0)
     serials = list(dict.fromkeys([*site.devices, *local, *central.latest]))
     hours = _hour_windows(now_ms, coverage_hours) if coverage_hours > 0 else []
@@ -287,8 +412,8 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
         if not devices:
             verdict = "stale"
             reasons.append("no device configured or seen")
-    if site.error:
-        reasons.insert(0, site.error)
+    if error:
+        reasons.insert(0, error)
     if not site.reachable and verdict != "down":
         reasons.insert(0, f"host does not answer; judged from Cassandra "
                           f"(heartbeat {beat_age:.0f} s old)")
@@ -340,9 +465,37 @@ def build_report(sites: list[SiteInput], central: dict[str, Central], now_ms: in
 
 
 # -- rendering ------------------------------------------------------------------------------
+# Every value reaches the terminal and the page through _clean (text) or _num (numbers): the
+# report holds what Pis and inventories said, and a report file may have been edited since.
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
+_UNPRINTABLE = frozenset(("Zl", "Zp"))
+
+
+def _clean(value: Any, replacement: str = "?") -> str:
+    """Text without control, format (bidi overrides, zero-width), surrogate or line-separator
+    characters: nothing that moves a terminal's cursor, recolours it, or reorders a line."""
+    text = value if isinstance(value, str) else ("-" if value is None else str(value))
+    return "".join(replacement if unicodedata.category(c)[0] == "C"
+                   or unicodedata.category(c) in _UNPRINTABLE else c for c in text)
+
+
+def _num(value: Any, spec: str = "") -> str:
+    """A finite number as text; anything else is '-'."""
+    if not _finite(value):
+        return "-"
+    return format(value, spec)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _age(seconds: Any) -> str:
+    if not _finite(seconds):
         return "-"
     s = int(seconds)
     if s < 120:
@@ -354,55 +507,70 @@ def _age(seconds: float | None) -> str:
     return f"{s // 86400}d"
 
 
-def _flag(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "NO")
+def _flag(value: Any) -> str:
+    if value is None:
+        return "-"
+    return "yes" if value is True else "NO" if value is False else "?"
+
+
+def _colour(verdict: Any) -> str:
+    return COLOURS.get(verdict, "#757575") if isinstance(verdict, str) else "#757575"
 
 
 def render_table(report: dict[str, Any]) -> str:
     head = ("SITE", "HOST", "VERDICT", "REACH", "SERVICE", "DEVICES", "NEWEST", "LAG",
             "BACKLOG", "LAST SYNC", "UPTIME")
-    rows = [head]
-    for e in report["sites"]:
-        devs = e["devices"]
-        ok = sum(1 for d in devs if d["status"] == "ok")
-        ages = [d["age_s"] for d in devs if d["age_s"] is not None]
-        lags = [d["sync_lag_s"] for d in devs if d["sync_lag_s"] is not None]
-        last_sync = e["last_sync_ts"][:19].replace("T", " ") if e["last_sync_ts"] else "never"
-        rows.append((e["site_id"], e["host"], e["verdict"].upper() if e["verdict"] != "ok"
-                     else "ok", _flag(e["reachable"]), _flag(e["service_active"]),
-                     f"{ok}/{len(devs)} ok", _age(max(ages) if ages else None),
-                     _age(max(lags) if lags else None),
-                     "-" if e["backlog_rows"] is None else str(e["backlog_rows"]),
-                     last_sync, _age(e["uptime_s"])))
+    rows: list[tuple[str, ...]] = [head]
+    sites = [_dict(e) for e in _list(report.get("sites"))]
+    for e in sites:
+        devs = [_dict(d) for d in _list(e.get("devices"))]
+        ok = sum(1 for d in devs if d.get("status") == "ok")
+        ages = [d["age_s"] for d in devs if _finite(d.get("age_s"))]
+        lags = [d["sync_lag_s"] for d in devs if _finite(d.get("sync_lag_s"))]
+        last_sync = e.get("last_sync_ts")
+        last_sync = (last_sync[:19].replace("T", " ") if isinstance(last_sync, str) and last_sync
+                     else "never")
+        verdict = e.get("verdict")
+        rows.append(tuple(_clean(c) for c in (
+            e.get("site_id"), e.get("host"),
+            verdict if verdict == "ok" else str(verdict).upper(),
+            _flag(e.get("reachable")), _flag(e.get("service_active")),
+            f"{ok}/{len(devs)} ok", _age(max(ages) if ages else None),
+            _age(max(lags) if lags else None), _num(e.get("backlog_rows")),
+            last_sync, _age(e.get("uptime_s")))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    for e in report["sites"]:
-        for reason in e["reasons"]:
-            lines.append(f"  {e['site_id']}: {reason}")
-    s = report["summary"]
-    lines.append(f"{s['sites']} sites: {s['ok']} ok, {s['lagging']} lagging, "
-                 f"{s['stale']} stale, {s['down']} down  (report {report['generated_ts']})")
+    for e in sites:
+        for reason in _list(e.get("reasons")):
+            lines.append(f"  {_clean(e.get('site_id'))}: {_clean(reason)}")
+    s = _dict(report.get("summary"))
+    lines.append(f"{_num(s.get('sites'))} sites: {_num(s.get('ok'))} ok, "
+                 f"{_num(s.get('lagging'))} lagging, {_num(s.get('stale'))} stale, "
+                 f"{_num(s.get('down'))} down  (report {_clean(report.get('generated_ts'))})")
     if report.get("central_error"):
-        lines.append(f"central database: {report['central_error']}")
+        lines.append(f"central database: {_clean(report['central_error'])}")
     return "\n".join(lines)
 
 
-def _cell(n: int | None, expected: int) -> str:
-    if n is None:
+def _cell(n: Any, expected: Any) -> str:
+    if not _finite(n):
         return '<td class="na" title="no data"></td>'
-    ratio = 0.0 if expected <= 0 else min(1.0, n / expected)
-    if expected <= 0:
+    if not _finite(expected) or expected <= 0:
         return '<td class="na" title="future"></td>'
+    ratio = max(0.0, min(1.0, n / expected))
     hue = int(120 * ratio)  # red (0) to green (120)
     return (f'<td style="background:hsl({hue},65%,{45 + int(20 * (1 - ratio))}%)" '
-            f'title="{n} of {expected} samples ({100 * ratio:.1f} %)"></td>')
+            f'title="{int(n)} of {int(expected)} samples ({100 * ratio:.1f} %)"></td>')
 
 
 def render_html(report: dict[str, Any]) -> str:
-    esc = html.escape
-    s = report["summary"]
+    def esc(value: Any) -> str:
+        return html.escape(_clean(value, "\ufffd"), quote=True)
+
+    s = _dict(report.get("summary"))
+    th = _dict(report.get("thresholds"))
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<title>hw-picollector fleet freshness</title>",
@@ -414,51 +582,55 @@ def render_html(report: dict[str, Any]) -> str:
         "td.na{background:#e0e0e0}th{text-align:left;font-weight:normal;color:#555;"
         "padding-right:.6em;white-space:nowrap}.meta{color:#555}.why{color:#b71c1c}"
         "table.sum td{padding:0 1em 0 0}</style></head><body>",
-        f"<h1>Fleet freshness — {esc(report['generated_ts'])}</h1>",
-        f"<p class=meta>{s['sites']} sites: "
-        + ", ".join(f'<span class=badge style="background:{COLOURS[v]}">{s[v]} {v}</span>'
-                    for v in VERDICTS)
-        + f" · thresholds: fresh ≤ {report['thresholds']['freshness_max_age_s']:g} s, "
-          f"sync lag ≤ {report['thresholds']['sync_max_lag_s']:g} s, "
-          f"heartbeat ≤ {report['thresholds']['heartbeat_max_age_s']:g} s"
+        f"<h1>Fleet freshness — {esc(report.get('generated_ts'))}</h1>",
+        f"<p class=meta>{_num(s.get('sites'))} sites: "
+        + ", ".join(f'<span class=badge style="background:{_colour(v)}">{_num(s.get(v))} {v}'
+                    "</span>" for v in VERDICTS)
+        + f" · thresholds: fresh ≤ {_num(th.get('freshness_max_age_s'), 'g')} s, "
+          f"sync lag ≤ {_num(th.get('sync_max_lag_s'), 'g')} s, "
+          f"heartbeat ≤ {_num(th.get('heartbeat_max_age_s'), 'g')} s"
           " · strips: share of expected samples per hour, last 24 h (local on the Pi, "
           "central in Cassandra); grey = before the first sample</p>",
     ]
     if report.get("central_error"):
         parts.append(f"<p class=why>central database: {esc(report['central_error'])}</p>")
-    for e in report["sites"]:
-        colour = COLOURS[e["verdict"]]
+    for e in (_dict(x) for x in _list(report.get("sites"))):
+        colour = _colour(e.get("verdict"))
         parts.append(f'<div class=site style="border-color:{colour}">')
-        parts.append(f'<h2>{esc(e["site_id"])} <small class=meta>on {esc(e["host"])}</small> '
-                     f'<span class=badge style="background:{colour}">{e["verdict"]}</span></h2>')
+        parts.append(f'<h2>{esc(e.get("site_id"))} <small class=meta>on {esc(e.get("host"))}'
+                     f'</small> <span class=badge style="background:{colour}">'
+                     f'{esc(e.get("verdict"))}</span></h2>')
         parts.append(
-            f"<p class=meta>reachable {_flag(e['reachable'])} · service "
-            f"{_flag(e['service_active'])} · uptime {_age(e['uptime_s'])} · backlog "
-            f"{'-' if e['backlog_rows'] is None else e['backlog_rows']} rows · last sync "
-            f"{esc(e['last_sync_ts'] or 'never')} · heartbeat {esc(e['heartbeat_ts'] or 'none')}"
-            f" · disk free {'-' if e['disk_free_mb'] is None else e['disk_free_mb']} MB</p>")
-        for reason in e["reasons"]:
+            f"<p class=meta>reachable {_flag(e.get('reachable'))} · service "
+            f"{_flag(e.get('service_active'))} · uptime {_age(e.get('uptime_s'))} · backlog "
+            f"{_num(e.get('backlog_rows'))} rows · last sync "
+            f"{esc(e.get('last_sync_ts') or 'never')} · heartbeat "
+            f"{esc(e.get('heartbeat_ts') or 'none')} · disk free "
+            f"{_num(e.get('disk_free_mb'))} MB</p>")
+        for reason in _list(e.get("reasons")):
             parts.append(f"<p class=why>{esc(reason)}</p>")
-        for d in e["devices"]:
+        for d in (_dict(x) for x in _list(e.get("devices"))):
             day_cov = "; ".join(
-                f"{day}: {100 * v['coverage']:.1f} %" for day, v in d["coverage_daily"].items()
-                if v["coverage"] is not None)
+                f"{_clean(day)}: {_num(100 * v['coverage'], '.1f')} %"
+                for day, v in _dict(d.get("coverage_daily")).items()
+                if _finite(_dict(v).get("coverage")))
             parts.append(
-                f'<p><b>{esc(d["serial"])}</b> <span class=badge style="background:'
-                f'{COLOURS[d["status"]]}">{d["status"]}</span> <span class=meta>newest local '
-                f'{esc(d["last_local_ts"] or "-")}, central {esc(d["last_central_ts"] or "-")}'
+                f'<p><b>{esc(d.get("serial"))}</b> <span class=badge style="background:'
+                f'{_colour(d.get("status"))}">{esc(d.get("status"))}</span> <span class=meta>'
+                f'newest local {esc(d.get("last_local_ts") or "-")}, central '
+                f'{esc(d.get("last_central_ts") or "-")}'
                 f'{" · coverage " + esc(day_cov) if day_cov else ""}</span></p>')
-            if d["coverage_hourly"]:
+            hourly = [_dict(c) for c in _list(d.get("coverage_hourly"))]
+            if hourly:
                 parts.append("<table class=strip>")
-                for label, key in (("local", "local"), ("central", "central")):
-                    cells = "".join(_cell(c[key], c["expected"]) for c in d["coverage_hourly"])
-                    parts.append(f"<tr><th>{label}</th>{cells}</tr>")
-                first, last = d["coverage_hourly"][0]["hour"], d["coverage_hourly"][-1]["hour"]
-                parts.append(f'<tr><th></th><td colspan={len(d["coverage_hourly"])} '
-                             f'class=meta style="border:0;width:auto">{esc(first)}:00 … '
-                             f'{esc(last)}:59 UTC</td></tr></table>')
+                for key in ("local", "central"):
+                    cells = "".join(_cell(c.get(key), c.get("expected")) for c in hourly)
+                    parts.append(f"<tr><th>{key}</th>{cells}</tr>")
+                parts.append(f'<tr><th></th><td colspan={len(hourly)} class=meta '
+                             f'style="border:0;width:auto">{esc(hourly[0].get("hour"))}:00 … '
+                             f'{esc(hourly[-1].get("hour"))}:59 UTC</td></tr></table>')
         parts.append("</div>")
-    parts.append(f"<p class=meta>hw-picollector {esc(report['version'])}</p></body></html>")
+    parts.append(f"<p class=meta>hw-picollector {esc(report.get('version'))}</p></body></html>")
     return "\n".join(parts)
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import __version__, clock, store
+from hw_picollector import __version__, clock, quarantine, store
 from hw_picollector.checkpoints import backlog, read_last_sync
 from hw_picollector.collect import STATE_FILE, disk_free_mb
 from hw_picollector.config import Config
@@ -27,6 +27,17 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _count(info: dict[str, Any], key: str) -> int:
+    """A counter from the collector's state file (0 when absent or not a count)."""
+    value = info.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _damaged_files(info: dict[str, Any]) -> list[dict[str, Any]]:
+    files = info.get("damaged_files")
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
 
 
 def _age_s(ts: str | None, now_ms: int) -> float | None:
@@ -105,6 +116,12 @@ def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
             "last_error": info.get("last_error"),
             "last_error_ts": info.get("last_error_ts"),
             "samples_since_start": info.get("samples", 0),
+            # since the collector started: extra fields over the caps, samples dropped while
+            # the store could not be written; damaged lines found at its start
+            "extras_dropped": _count(info, "extras_dropped"),
+            "samples_dropped": _count(info, "samples_dropped"),
+            "damaged_lines": _count(info, "damaged_lines"),
+            "damaged_files": _damaged_files(info),
             **({"coverage_hourly": coverage} if coverage is not None else {}),
         })
     rows, size = backlog(config.data_dir)
@@ -127,8 +144,13 @@ def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
         "write_error": state.get("write_error") if running else None,
         "pending_rows": state.get("pending_rows", 0) if running else 0,
         "devices": devices,
+        # totals over the devices (the sync's heartbeat reads these)
+        "extras_dropped": sum(d["extras_dropped"] for d in devices),
+        "samples_dropped": sum(d["samples_dropped"] for d in devices),
+        "damaged_lines": sum(d["damaged_lines"] for d in devices),
         "backlog_rows": rows,
         "backlog_bytes": size,
+        "lines_quarantined": quarantine.count(config.data_dir),  # lines the sync cannot send
         "last_sync_ts": last_sync.get("finished") if last_sync else None,
         "last_sync": last_sync,
     }
@@ -146,6 +168,19 @@ def render(report: dict[str, Any]) -> str:
     if report["write_error"]:
         lines.append(f"store write error: {report['write_error']} "
                      f"({report['pending_rows']} rows held in memory)")
+    if report.get("lines_quarantined"):
+        lines.append(f"store lines quarantined by the sync (not sent): "
+                     f"{report['lines_quarantined']} (see <data_dir>/quarantine)")
+    if report.get("samples_dropped"):
+        lines.append(f"samples dropped (store unwritable too long): {report['samples_dropped']}")
+    if report.get("extras_dropped"):
+        lines.append(f"extra fields dropped (over max_extra_keys/max_extra_bytes): "
+                     f"{report['extras_dropped']}")
+    for d in report["devices"]:
+        for f in d.get("damaged_files", []):
+            lines.append(f"{d['serial']}: {f.get('lines')} damaged line"
+                         f"{'s' if f.get('lines') != 1 else ''} in {f.get('file')}, the first "
+                         f"at byte {f.get('first_offset')}")
     lines.append(f"backlog: {report['backlog_rows']} rows, {report['backlog_bytes']} bytes; "
                  f"last sync: {report['last_sync_ts'] or 'never'}")
     lines.append(f"{'serial':<13} {'type':<12} {'role':<11} {'last sample':<25} "

@@ -56,6 +56,8 @@ def registry(report: dict[str, Any]) -> CollectorRegistry:
         report["backlog_rows"])
     gauge("backlog_bytes", "Stored bytes not yet acknowledged by the central database.").set(
         report["backlog_bytes"])
+    gauge("lines_quarantined", "Store lines the sync could not parse, kept aside in "
+          "<data_dir>/quarantine and never sent.").set(report.get("lines_quarantined", 0))
     if (finished := _seconds(report["last_sync_ts"])) is not None:
         gauge("last_sync_timestamp_seconds", "End of the last successful sync.").set(finished)
     # a successful sync rewrites last-sync.json without last_error (see sync.py)
@@ -68,12 +70,24 @@ def registry(report: dict[str, Any]) -> CollectorRegistry:
                DEVICE_LABELS)
     samples = gauge("device_samples_since_start", "Samples stored since the collector started.",
                     DEVICE_LABELS)
+    samples_dropped = gauge(
+        "device_samples_dropped_since_start", "Samples dropped since the collector started: "
+        "held in memory beyond max_pending_rows while the store could not be written.",
+        DEVICE_LABELS)
+    extras_dropped = gauge(
+        "device_extras_dropped_since_start", "Extra fields dropped since the collector "
+        "started: beyond max_extra_keys/max_extra_bytes in a sample.", DEVICE_LABELS)
+    damaged = gauge("device_damaged_lines", "Damaged lines (not rows) in the store's part not "
+                    "synced yet, found when the collector started.", DEVICE_LABELS)
     for dev in report["devices"]:
         labels = (dev["serial"], dev["product_type"], dev["role"])
         if (ts := _seconds(dev["last_ts"])) is not None:
             newest.labels(*labels).set(ts)
         ok.labels(*labels).set(dev["state"] == "ok")
         samples.labels(*labels).set(dev["samples_since_start"])
+        samples_dropped.labels(*labels).set(dev.get("samples_dropped", 0))
+        extras_dropped.labels(*labels).set(dev.get("extras_dropped", 0))
+        damaged.labels(*labels).set(dev.get("damaged_lines", 0))
     gauge("status_timestamp_seconds", "When these metrics were written.").set(
         _seconds(report["now"]) or 0)
     return reg

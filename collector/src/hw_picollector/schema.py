@@ -21,7 +21,8 @@ from hw_picollector.devices.canonical import ALL_COLUMNS, TEXT_COLUMNS
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-IDENT = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+IDENT_MAX_LEN = 48  # keyspace and role names (Cassandra allows 48 characters in a keyspace name)
+IDENT = re.compile(rf"[a-z][a-z0-9_]{{0,{IDENT_MAX_LEN - 1}}}")  # with fullmatch only
 REPLICATION_CLASSES = {"SimpleStrategy", "NetworkTopologyStrategy"}
 
 MEASUREMENT_COLUMNS = tuple(ALL_COLUMNS)
@@ -55,6 +56,7 @@ TABLES: dict[str, str] = {
         "  uptime_s double, collector_active boolean, backlog_rows bigint,\n"
         "  backlog_bytes bigint, disk_free_mb bigint, clock_synchronised boolean,\n"
         "  rows_synced bigint, last_error text,\n"
+        "  samples_dropped bigint, extras_dropped bigint, lines_quarantined bigint,\n"
         "  PRIMARY KEY ((host, day), ts)\n"
         ") WITH CLUSTERING ORDER BY (ts DESC)"
     ),
@@ -71,6 +73,11 @@ TABLES: dict[str, str] = {
     ),
 }
 
+# The tables the sync writes to, and so the only ones a Pi's login role may MODIFY (it may
+# SELECT none). A table the sync starts writing to joins this list; tests/unit/test_pi_grants.py
+# compares it with the statements the sync prepares.
+PI_WRITE_TABLES: tuple[str, ...] = ("measurements", "device_latest", "heartbeats", "site_power")
+
 # Columns each table must have, for `check` and for in-place upgrades (ADD column).
 EXPECTED: dict[str, dict[str, str]] = {
     "measurements": {"site_id": "text", "device_id": "text", "day": "date", "ts": "timestamp",
@@ -84,7 +91,11 @@ EXPECTED: dict[str, dict[str, str]] = {
                    "version": "text", "uptime_s": "double", "collector_active": "boolean",
                    "backlog_rows": "bigint", "backlog_bytes": "bigint",
                    "disk_free_mb": "bigint", "clock_synchronised": "boolean",
-                   "rows_synced": "bigint", "last_error": "text"},
+                   "rows_synced": "bigint", "last_error": "text",
+                   # what the Pi could not keep or send: samples and extra fields dropped
+                   # by the collector, store lines the sync quarantined
+                   "samples_dropped": "bigint", "extras_dropped": "bigint",
+                   "lines_quarantined": "bigint"},
     "site_power": {"site_id": "text", "day": "date", "ts": "timestamp", "grid_w": "double",
                    "production_w": "double", "consumption_w": "double"},
     "schema_version": {"id": "text", "version": "int", "applied": "timestamp"},
@@ -100,7 +111,7 @@ def replication_literal(replication: dict[str, Any]) -> str:
     for key, value in sorted(replication.items()):
         if key == "class":
             continue
-        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", str(key)) or not isinstance(value, int) \
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", str(key)) or not isinstance(value, int) \
                 or isinstance(value, bool) or not 0 < value < 20:
             raise ConfigError(f"cassandra.replication.{key}: expected a replication factor")
         parts.append(f"'{key}': '{value}'")
@@ -127,7 +138,7 @@ def _replication_text(replication: dict[str, str]) -> str:
 
 
 def _keyspace(cfg: CassandraConfig) -> str:
-    if not IDENT.match(cfg.keyspace):
+    if not IDENT.fullmatch(cfg.keyspace):
         raise ConfigError(f"cassandra.keyspace: {cfg.keyspace!r} must match {IDENT.pattern}")
     return cfg.keyspace
 
@@ -208,13 +219,33 @@ def check(session: Any, cfg: CassandraConfig) -> list[str]:
     return problems
 
 
+def wanted_permissions(ks: str, read_only: bool) -> set[tuple[str, str]]:
+    """(resource, permission) pairs a login role holds, as LIST PERMISSIONS names them: a Pi's
+    role MODIFY on the tables its sync writes to; the audit's (``read_only``) SELECT on the
+    keyspace."""
+    if read_only:
+        return {(f"<keyspace {ks}>", "SELECT")}
+    return {(f"<table {ks}.{table}>", "MODIFY") for table in PI_WRITE_TABLES}
+
+
+def _resource_cql(resource: str, ks: str) -> str | None:
+    """A data resource that can reach the keyspace, as GRANT/REVOKE spell it; else None."""
+    if resource == "<all keyspaces>":
+        return "ALL KEYSPACES"
+    if resource == f"<keyspace {ks}>":
+        return f"KEYSPACE {ks}"
+    found = re.fullmatch(rf"<table {ks}\.([a-z][a-z0-9_]{{0,47}})>", resource)
+    return f"TABLE {ks}.{found.group(1)}" if found else None
+
+
 def create_role(session: Any, cfg: CassandraConfig, role: str, password: str, *,
                 read_only: bool = False, dry_run: bool = False) -> str:
-    """A login role with MODIFY and SELECT on the keyspace only (a Pi's), or SELECT only
-    (``read_only``: the fleet audit's). Returns what happened (``dry_run``: what would
-    happen; nothing is changed)."""
+    """A login role for a Pi: MODIFY on the tables its sync writes to (PI_WRITE_TABLES), no
+    SELECT; or, ``read_only``, the fleet audit's: SELECT on the keyspace. Any other grant on
+    the keyspace, its tables or all keyspaces is revoked. Returns what happened
+    (``dry_run``: what would happen; nothing is changed)."""
     ks = _keyspace(cfg)
-    if not IDENT.match(role):
+    if not IDENT.fullmatch(role):
         raise ConfigError(f"--role: {role!r} must match {IDENT.pattern}")
     if not password or len(password) < 12:
         raise ConfigError("--password-file: the password must have at least 12 characters")
@@ -237,14 +268,15 @@ def create_role(session: Any, cfg: CassandraConfig, role: str, password: str, *,
         outcome = "created"
         if dry_run:
             return outcome
-    granted = {(r.permission) for r in session.execute(
-        f"LIST ALL PERMISSIONS ON KEYSPACE {ks} OF {role} NORECURSIVE")
-        if r.resource == f"<keyspace {ks}>"}
-    wanted = {"SELECT"} if read_only else {"MODIFY", "SELECT"}
-    for perm in sorted(wanted - granted):
-        change(f"GRANT {perm} ON KEYSPACE {ks} TO {role}")
-    for perm in sorted(granted - wanted):  # e.g. a Pi's role turned into the audit's
-        change(f"REVOKE {perm} ON KEYSPACE {ks} FROM {role}")
+    granted = {(r.resource, r.permission) for r in session.execute(
+        f"LIST ALL PERMISSIONS OF {role} NORECURSIVE")
+        if _resource_cql(r.resource, ks) is not None}
+    wanted = wanted_permissions(ks, read_only)
+    # Grants first, then revokes: a sync running meanwhile never lacks a permission it needs.
+    for resource, perm in sorted(wanted - granted):
+        change(f"GRANT {perm} ON {_resource_cql(resource, ks)} TO {role}")
+    for resource, perm in sorted(granted - wanted):  # an earlier, broader grant
+        change(f"REVOKE {perm} ON {_resource_cql(resource, ks)} FROM {role}")
     if outcome == "unchanged" and granted != wanted:
         outcome = "grants updated"
     return outcome

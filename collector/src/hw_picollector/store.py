@@ -2,12 +2,15 @@
 
 Layout: ``<data_dir>/measurements/<serial>/<YYYY-MM-DD>.csv``. The header is fixed when a
 file is created (``ts``, the canonical columns of the device type, ``extra``); values the
-header has no column for go to ``extra`` as JSON, so nothing is ever dropped.
+header has no column for go to ``extra`` as JSON (the collector caps it per sample, see
+``canonical.cap_extra``).
 
 Durability rules, in one place:
 - rows are buffered for at most one flush interval, then written with one ``write`` per
   file and ``fsync``'d;
-- a write that fails (disk full) is cut back to the last complete row and kept in memory;
+- a write that fails (disk full) is cut back to the last complete row and kept in memory,
+  up to ``max_pending_rows`` per device; beyond that the oldest are dropped and counted
+  (``dropped``);
 - on open, a torn last line (no newline, NUL bytes after a power cut) is cut off and logged;
 - per device, ``ts`` strictly increases: a sample stamped at or before the last one (a
   backwards clock jump) is refused, never written as a duplicate or out of order.
@@ -22,10 +25,12 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +140,89 @@ def serials(data_dir: Path) -> list[str]:
 
 
 def _valid_line(line: bytes, width: int) -> bool:
-    if b"\x00" in line or not line.endswith(b"\n"):
-        return False
+    return not isinstance(_parse_line(line, width), str)
+
+
+_FIELD_LIMIT = threading.Lock()
+
+
+def _parse_line(line: bytes, width: int, any_size: bool = False) -> tuple[int, list[str]] | str:
+    """One line of a day file → (ts in ms, fields), or why it is not a row (one short line).
+
+    A field over the csv module's limit (128 KiB) is refused, unless `any_size`: the sync
+    never sends such a row, but the newest row is the newest row, whatever its size.
+    """
+    if not line.endswith(b"\n"):
+        return "incomplete line (no newline)"
+    if b"\x00" in line:
+        return "NUL bytes"
     try:
-        fields = next(csv.reader([line.decode("utf-8")]))
-        parse_ts(fields[0])
-    except (ValueError, StopIteration, UnicodeDecodeError, IndexError):
-        return False
-    return len(fields) == width
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 at byte {exc.start}"
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        if not (any_size and "field limit" in str(exc)):
+            return f"CSV: {exc}"
+        with _FIELD_LIMIT:  # the limit is the module's: raised for this line only
+            limit = csv.field_size_limit()
+            csv.field_size_limit(max(limit, len(text)))
+            try:
+                fields = next(csv.reader([text]), [])
+            except csv.Error as again:
+                return f"CSV: {again}"
+            finally:
+                csv.field_size_limit(limit)
+    if len(fields) != width:
+        return f"{len(fields)} fields, expected {width}"
+    try:
+        return parse_ts(fields[0]), fields
+    except ValueError:
+        return f"bad timestamp {fields[0][:32]!r}"
+
+
+LOOKBACK_BLOCK = 1 << 14
+
+
+def lines_before(fh: BinaryIO, end: int, floor: int = 0, block: int = LOOKBACK_BLOCK
+                 ) -> Iterator[tuple[int, bytes]]:
+    """The lines of `fh` that end at or before byte `end`, newest first: (start, line).
+
+    Reads backwards a block at a time until the previous newline, whatever a line's size
+    (a row with a large ``extra`` cell is far longer than any fixed look-back). The first
+    line is the one ending at `end`: without its newline when `end` is not at a line's
+    end. Nothing before byte `floor` (the end of the header, say) is read.
+    """
+    pos = end
+    pieces: list[bytes] = []  # the current line's bytes read so far, last first
+    first = True
+    while pos > floor:
+        size = min(block, pos - floor)
+        pos -= size
+        fh.seek(pos)
+        chunk = fh.read(size)
+        if len(chunk) != size:
+            raise OSError(f"short read at byte {pos}")
+        seg_end = len(chunk)
+        # in the first block, its last byte is the current line's own newline
+        hi = seg_end - 1 if first else seg_end
+        first = False
+        while (nl := chunk.rfind(b"\n", 0, hi)) >= 0:
+            pieces.append(chunk[nl + 1:seg_end])
+            yield pos + nl + 1, b"".join(reversed(pieces))
+            pieces.clear()
+            seg_end, hi = nl + 1, nl  # the line before ends with this newline
+        pieces.append(chunk[:seg_end])
+    if pieces and any(pieces):
+        yield floor, b"".join(reversed(pieces))
+
+
+def line_ending_at(path: Path, offset: int) -> tuple[int, bytes]:
+    """(start, bytes) of the line of a day file that ends at byte `offset`."""
+    with path.open("rb") as fh:
+        floor = len(fh.readline())
+        return next(lines_before(fh, offset, floor), (offset, b""))
 
 
 def repair(path: Path) -> int:
@@ -178,17 +258,19 @@ def repair(path: Path) -> int:
 
 
 def last_row(path: Path) -> tuple[int, dict[str, str]] | None:
-    """The last complete row of a day file: (ts_ms, {column: text}), or None when empty."""
+    """The last complete row of a day file: (ts_ms, {column: text}), or None when empty.
+
+    Read backwards from the end, past a torn tail and damaged lines, whatever the size of
+    the rows (a row's fields may exceed the csv module's limit: it is still the last row).
+    """
     with path.open("rb") as fh:
-        header = fh.readline().decode("utf-8").rstrip("\n")
+        header = fh.readline()
+        columns = header.decode("utf-8").rstrip("\n").split(",")
         size = fh.seek(0, os.SEEK_END)
-        fh.seek(max(len(header) + 1, size - TAIL_SCAN))
-        lines = fh.read().splitlines(keepends=True)
-    columns = header.split(",")
-    for line in reversed(lines):
-        if _valid_line(line, len(columns)):
-            fields = next(csv.reader([line.decode("utf-8")]))
-            return parse_ts(fields[0]), dict(zip(columns, fields, strict=True))
+        for _start, line in lines_before(fh, size, len(header), TAIL_SCAN):
+            found = _parse_line(line, len(columns), any_size=True)
+            if not isinstance(found, str):
+                return found[0], dict(zip(columns, found[1], strict=True))
     return None
 
 
@@ -200,14 +282,19 @@ def read_header(path: Path) -> list[str]:
 
 SCAN_BLOCK = 1 << 16
 Row = tuple[int, int, list[str]]
+BadLine = Callable[[int, bytes, str], bool]
+"""``bad(offset, line, why)`` → True to read on past the damaged line at `offset`."""
 
 
-def scan(path: Path, start: int = 0, end: int | None = None, block: int = SCAN_BLOCK
-         ) -> Iterator[Row]:
+def scan(path: Path, start: int = 0, end: int | None = None, block: int = SCAN_BLOCK,
+         bad: BadLine | None = None) -> Iterator[Row]:
     """Complete rows of a day file between byte offsets: (end offset, ts in ms, fields).
 
-    Reading stops at the first incomplete or damaged line: what lies beyond is not yet
-    durable (the collector appends whole lines and repairs a torn tail before writing).
+    Reading stops at an incomplete line: what lies beyond is not yet durable (the collector
+    appends whole lines and repairs a torn tail before writing). A complete line that is
+    not a row (damaged, or a field over the csv module's 128 KiB limit) stops it too,
+    unless `bad` is given: it is called with the line, its offset and why, and reading goes
+    on past the line when it returns True (the sync quarantines the line first).
     The file is read a block at a time, so memory stays flat whatever its size.
     """
     with path.open("rb") as fh:
@@ -217,26 +304,34 @@ def scan(path: Path, start: int = 0, end: int | None = None, block: int = SCAN_B
         fh.seek(offset)
         read = offset
         tail = b""
+        longer: list[bytes] = []  # a line longer than a block: its blocks so far
         while read < limit:
             chunk = fh.read(min(block, limit - read))
             if not chunk:
                 return
             read += len(chunk)
+            if b"\n" not in chunk:
+                longer.append(chunk)  # gathered once, not copied block after block
+                continue
+            if longer:
+                tail = b"".join([tail, *longer])
+                longer = []
             data = tail + chunk if tail else chunk
             cut = data.rfind(b"\n") + 1
             tail = data[cut:]
-            if not cut:
-                continue
-            rows, intact = _parse_block(data[:cut], offset, width)
+            rows, intact = _parse_block(data[:cut], offset, width, bad)
             yield from rows
             if not intact:
                 return
             offset += cut
 
 
-def _parse_block(data: bytes, offset: int, width: int) -> tuple[list[Row], bool]:
-    """Rows of whole lines; False as soon as one is damaged (the rows before it stand)."""
+def _parse_block(data: bytes, offset: int, width: int, bad: BadLine | None = None
+                 ) -> tuple[list[Row], bool]:
+    """Rows of whole lines; False at the first damaged one that `bad` does not pass over
+    (the rows before it stand)."""
     rows: list[Row] = []
+    base = offset
     if data.isascii() and b'"' not in data and b"\r" not in data and b"\x00" not in data:
         # The common case: numbers, timestamps, no quotes. The csv module would give the
         # same fields; a byte is a character, so offsets add up from the lengths.
@@ -250,30 +345,37 @@ def _parse_block(data: bytes, offset: int, width: int) -> tuple[list[Row], bool]
         for line in lines:
             fields = line.split(",")
             if len(fields) != width:
-                return rows, False
+                break
             text = fields[0]
             start = minutes.get(text[:17])
             if start is None:
                 if match(text) is None:
-                    return rows, False
+                    break
                 try:
                     start = _minute_ms(text[:17])
                 except ValueError:
-                    return rows, False
+                    break
             second = seconds.get(text[17:19])
             milli = millis.get(text[20:23])
             if second is None or milli is None or len(text) != 24 or text[19] != "." \
                     or text[23] != "Z":
-                return rows, False
+                break
             offset += len(line) + 1
             rows.append((offset, start + second + milli, fields))
-        return rows, True
-    for raw in data.splitlines(keepends=True):
-        if not _valid_line(raw, width):
-            return rows, False
-        fields = next(csv.reader([raw.decode("utf-8")]))
+        else:
+            return rows, True
+        # A line the quick pass refuses: the careful one takes the block from there.
+        data = data[offset - base:]
+    # Quoted fields, or a damaged line: line by line through the csv module.
+    for piece in data.split(b"\n")[:-1]:
+        raw = piece + b"\n"
+        found = _parse_line(raw, width)
+        if isinstance(found, str):
+            if bad is None or not bad(offset, raw, found):
+                return rows, False
+        else:
+            rows.append((offset + len(raw), found[0], found[1]))
         offset += len(raw)
-        rows.append((offset, parse_ts(fields[0]), fields))
     return rows, True
 
 
@@ -285,19 +387,23 @@ def read_rows(path: Path, start: int = 0, end: int | None = None
         yield offset, header, fields
 
 
-def row_ending_at(path: Path, offset: int) -> tuple[list[str], list[str]] | None:
-    """(header, fields) of the complete row that ends exactly at byte `offset`."""
+def row_ending_at(path: Path, offset: int, ts: str | None = None
+                  ) -> tuple[list[str], list[str]] | None:
+    """(header, fields) of the complete row that ends exactly at byte `offset`; with `ts`,
+    of the row stamped `ts` that ends there or, past lines quarantined after it, before."""
     with path.open("rb") as fh:
-        header = fh.readline().decode("utf-8").rstrip("\n").split(",")
-        start = max(fh.tell(), offset - TAIL_SCAN)
-        fh.seek(start)
-        data = fh.read(offset - start)
-    if not data.endswith(b"\n"):
-        return None
-    line = data[:-1].rsplit(b"\n", 1)[-1] + b"\n"
-    if not _valid_line(line, len(header)):
-        return None
-    return header, next(csv.reader([line.decode("utf-8")]))
+        first = fh.readline()
+        header = first.decode("utf-8").rstrip("\n").split(",")
+        for _start, line in lines_before(fh, offset, len(first)):
+            found = _parse_line(line, len(header))
+            if ts is None:
+                return None if isinstance(found, str) else (header, found[1])
+            if not isinstance(found, str):
+                if found[1][0] == ts:
+                    return header, found[1]
+                if found[1][0] < ts:
+                    return None  # rows only get older from here
+    return None
 
 
 @dataclass
@@ -331,11 +437,13 @@ class DiskFullError(OSError):
 class Store:
     """Append-only writer for the collector. Not thread-safe: one owner calls it."""
 
-    def __init__(self, data_dir: Path, columns_for: Callable[[str], tuple[str, ...]]):
+    def __init__(self, data_dir: Path, columns_for: Callable[[str], tuple[str, ...]],
+                 max_pending_rows: int = MAX_PENDING_ROWS):
         self.data_dir = Path(data_dir)
         self._columns_for = columns_for
         self._devices: dict[str, _Device] = {}
         self.write_error: str | None = None
+        self.max_pending_rows = max_pending_rows
 
     def open_device(self, serial: str, product_type: str) -> int:
         """Register a device, repair its newest file, return its last stored ts (or -1)."""
@@ -382,11 +490,17 @@ class Store:
         if ts_ms <= dev.last_ts:
             return False
         dev.last_ts = ts_ms
-        if len(dev.pending) >= MAX_PENDING_ROWS:
-            dev.pending.pop(0)
-            dev.dropped += 1
+        if len(dev.pending) >= self.max_pending_rows:  # unwritable for that long
+            excess = len(dev.pending) - self.max_pending_rows + 1
+            del dev.pending[:excess]
+            dev.dropped += excess
         dev.pending.append((ts_ms, line))
         return True
+
+    def dropped(self, serial: str) -> int:
+        """Rows of the device dropped, oldest first, since the store was opened: held in
+        memory while it could not be written, beyond ``max_pending_rows``."""
+        return self._devices[serial].dropped
 
     def _encode(self, dev: _Device, ts_ms: int, values: dict[str, float | str],
                 extra: dict[str, float]) -> str:

@@ -18,11 +18,18 @@ to wire form (see batches.py) and sent, with at most ``concurrency`` batches in 
 across files; acknowledgements may arrive in any order, and a file's checkpoint advances
 only over the contiguous run of acknowledged batches from its start. Memory stays flat
 whatever the backlog.
+
+A complete line that is not a row the sync can send (damaged, a field over 128 KiB, a value
+that is not a number, an ``extra`` cell that is not a JSON object) is quarantined: copied,
+fsync'd, to ``<data_dir>/quarantine`` (see quarantine.py) before the checkpoint may move past
+it; the rows and files after it go on. Rows are checked in bulk: only a block or a row that
+fails is looked at line by line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gzip
 import json
@@ -43,7 +50,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import __version__, batches, checkpoints, store
+from hw_picollector import __version__, batches, checkpoints, quarantine, store
 from hw_picollector.batches import UNSET, Encoded, value
 from hw_picollector.cassandra_session import DatabaseError, connect, driver_quiet, explain
 from hw_picollector.checkpoints import Checkpoint
@@ -61,6 +68,11 @@ CLOSED_AFTER = timedelta(hours=1)  # a UTC day gets no more rows this long after
 DAY_S = 86400
 GZIP_LEVEL = 3  # 9 % of the size in a tenth of level 9's time (level 9: 6.4 %)
 SERIES_KEPT = 8  # power_w series kept from reading day files for site_power (0.7 MB each)
+QUARANTINE_LOG_LINES = 20  # per run, one log line per quarantined line; then per file
+HEARTBEAT_COLUMNS = ("host", "day", "ts", "site_id", "version", "uptime_s", "collector_active",
+                     "backlog_rows", "backlog_bytes", "disk_free_mb", "clock_synchronised",
+                     "rows_synced", "last_error")
+HEARTBEAT_COUNTS = ("samples_dropped", "extras_dropped", "lines_quarantined")
 
 
 @dataclass
@@ -68,6 +80,7 @@ class RunStats:
     rows: int = 0
     files: int = 0
     site_power_rows: int = 0
+    quarantined: int = 0  # lines newly quarantined
     started: float = field(default_factory=time.monotonic)
     total: int = 0
     last_print: float = 0.0
@@ -102,7 +115,10 @@ def _extra_values(fields: list[str], others: list[tuple[int, str]]) -> dict[str,
                 continue
     text = fields[-1]
     if text:
-        for key, number in json.loads(text).items():
+        found = json.loads(text)
+        if not isinstance(found, dict):
+            raise ValueError(f"not a JSON object but {type(found).__name__}")
+        for key, number in found.items():
             if isinstance(number, int | float) and not isinstance(number, bool):
                 extra[key] = float(number)
     return extra
@@ -127,14 +143,20 @@ _MEASUREMENT_KINDS = {
     **{c: "text" if c in TEXT_COLUMNS else "double" for c in MEASUREMENT_COLUMNS}}
 
 
+# What encoding a row raises when a value is not what its column holds: not a number, an
+# extra cell that is not JSON (or nested beyond reason), a number beyond a double's range.
+_UNSENDABLE = (ValueError, OverflowError, RecursionError)
+
+
 @dataclass(eq=False)
 class _Ticket:
     """A batch in flight and the file position it acknowledges once Cassandra has it."""
 
     offset: int
-    last_ts: str
+    last_ts: str | None
     rows: int
     done: bool = False
+    quarantined: str | None = None  # the line ending at offset was quarantined: its SHA-256
 
 
 @dataclass(eq=False)
@@ -148,6 +170,11 @@ class _FileTrack:
     written: Checkpoint
     pending: deque[_Ticket] = field(default_factory=deque)
     end: int | None = None  # set when the file has been read: its size then
+    passed: int = 0  # end of the newest line quarantined
+    passed_sha: str | None = None  # and that line's SHA-256
+    blocked: bool = False  # a line could not be quarantined: nothing moves past it
+    quarantined: int = 0  # lines of this file newly quarantined in this run
+    logged: int = 0  # of them, logged one by one
 
 
 @dataclass(eq=False)
@@ -246,6 +273,19 @@ class _FileEncoder:
             row += value(shape.map_type.serialize(extra, self.syncer.protocol))
         return row
 
+    def problem(self, fields: list[str], exc: Exception) -> str:
+        """Why `encode` refused the row (one short line)."""
+        for i in self.double_idx:
+            try:
+                float(fields[i] or 0)
+            except ValueError:
+                return f"{self.header[i]}: not a number ({fields[i][:32]!r})"
+        try:
+            _extra_values(fields, self.others)
+        except _UNSENDABLE as bad:
+            return f"extra: {type(bad).__name__}: {str(bad)[:120]}"
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+
     def _shape_for(self, fields: list[str], extra: bool) -> _Shape:
         doubles = tuple(i for i in self.double_idx if fields[i])
         texts = tuple(i for i in self.text_idx if fields[i])
@@ -305,6 +345,7 @@ class Syncer:
         self.double_values = _Values(lambda text: _DOUBLE_VALUE(8, float(text)))
         self.text_values = _Values(lambda text: value(text.encode("utf-8")))
         self.host = config.host or socket.gethostname()
+        self.quarantine = quarantine.Quarantine(config.data_dir)
         from cassandra.query import UNSET_VALUE
 
         self.unset = UNSET_VALUE
@@ -327,10 +368,22 @@ class Syncer:
         self._device_latest = session.prepare(
             f"INSERT INTO {self.ks}.device_latest (site_id, device_id, product_type, role, ts, "
             "power_w, readings, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?")
-        self._heartbeat = session.prepare(
-            f"INSERT INTO {self.ks}.heartbeats (host, day, ts, site_id, version, uptime_s, "
-            "collector_active, backlog_rows, backlog_bytes, disk_free_mb, clock_synchronised, "
-            "rows_synced, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        from cassandra import InvalidRequest
+
+        self._heartbeat_counts = True
+        try:
+            self._heartbeat = self._prepare_heartbeat(HEARTBEAT_COLUMNS + HEARTBEAT_COUNTS)
+        except InvalidRequest:
+            # A database older than this Pi: the sync goes on, the heartbeat without counts.
+            log.warning("table %s.heartbeats lacks %s (run: hwpc db init): heartbeats are "
+                        "written without them", self.ks, ", ".join(HEARTBEAT_COUNTS))
+            self._heartbeat_counts = False
+            self._heartbeat = self._prepare_heartbeat(HEARTBEAT_COLUMNS)
+
+    def _prepare_heartbeat(self, cols: tuple[str, ...]) -> Any:
+        return self.session.prepare(
+            f"INSERT INTO {self.ks}.heartbeats ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' * len(cols))})")
 
     # -- measurements ---------------------------------------------------------------------
 
@@ -369,9 +422,19 @@ class Syncer:
         limit = max(1, self.cfg.batch_rows)
         rows: list[bytes] = []
         size = 0
-        offset = cp.offset
-        for offset, ts, fields in store.scan(path, cp.offset, end):
-            row = encoder.encode(ts, fields)
+        good_end = cp.offset  # the newest row read: where it ends, and its fields
+        good: list[str] | None = None
+        bad = functools.partial(self._quarantine, track)
+        for offset, ts, fields in store.scan(path, cp.offset, end, bad=bad):
+            try:
+                row = encoder.encode(ts, fields)
+            except _UNSENDABLE as exc:  # a value that is not a number, ...
+                start, raw = store.line_ending_at(path, offset)
+                if not self._quarantine(track, start, raw, encoder.problem(fields, exc)):
+                    break
+                continue
+            good_end = offset
+            good = fields
             rows.append(row)
             size += len(row)
             if len(rows) >= limit or size >= MAX_BATCH_BYTES:
@@ -382,18 +445,49 @@ class Syncer:
                 second = (ts - start_ms) // 1000
                 if 0 <= second < DAY_S:
                     series[second] = float(fields[column])
+        good_ts = good[0] if good is not None else cp.last_ts
         if rows:
-            self._send_rows(track, encoder, rows, offset, fields[0])
+            self._send_rows(track, encoder, rows, good_end, good_ts)
+        reached = good_end
+        if track.passed > good_end and not track.blocked:  # it ends with quarantined lines
+            reached = track.passed
+            track.pending.append(_Ticket(reached, good_ts, 0, True, track.passed_sha))
+        if track.quarantined > track.logged:
+            log.warning("%s: %d lines quarantined in all, %d of them not logged one by one "
+                        "(kept in %s)", _name(track), track.quarantined,
+                        track.quarantined - track.logged,
+                        quarantine.path_for(self.config.data_dir, serial, day))
         if series is not None:
-            self._series[(serial, day)] = (offset, series)
+            self._series[(serial, day)] = (reached, series)
             while len(self._series) > SERIES_KEPT:
                 del self._series[next(iter(self._series))]
         track.end = end
-        if not track.pending:
-            self._finish(track)
+        self._advance(track)
+
+    def _quarantine(self, track: _FileTrack, offset: int, line: bytes, reason: str) -> bool:
+        """Keep a line the sync cannot send aside; False when that failed (the file's sync
+        then stops before it)."""
+        try:
+            added = self.quarantine.add(track.serial, track.day, offset, line, reason)
+        except OSError as exc:
+            log.error("%s: line at byte %d cannot be quarantined (%s), the file's sync stops "
+                      "before it: %s", _name(track), offset, reason, exc.strerror or exc)
+            track.blocked = True
+            return False
+        # A block's damaged lines are met before its rows are: keep the newest.
+        if offset + len(line) > track.passed:
+            track.passed, track.passed_sha = offset + len(line), quarantine.digest(line)
+        if added:
+            track.quarantined += 1
+            self.stats.quarantined += 1
+            if self.stats.quarantined <= QUARANTINE_LOG_LINES:
+                track.logged += 1
+                log.warning("%s: line at byte %d quarantined (%s; %d bytes: %s)", _name(track),
+                            offset, reason, len(line), _preview(line))
+        return True
 
     def _send_rows(self, track: _FileTrack, encoder: _FileEncoder, rows: list[bytes],
-                   offset: int, last_ts: str) -> None:
+                   offset: int, last_ts: str | None) -> None:
         ticket = _Ticket(offset, last_ts, len(rows))
         track.pending.append(ticket)
         stmt = batches.batch(Encoded(b"".join(rows), len(rows)), self.ks, encoder.key)
@@ -402,17 +496,22 @@ class Syncer:
     def _acked(self, track: _FileTrack, ticket: _Ticket) -> None:
         ticket.done = True
         self.stats.rows += ticket.rows
+        self._advance(track)
+        self._show_progress()
+
+    def _advance(self, track: _FileTrack) -> None:
+        """The checkpoint follows the contiguous run of acknowledged batches."""
         acked = track.acked
         while track.pending and track.pending[0].done:
             first = track.pending.popleft()
-            acked = Checkpoint(first.offset, first.last_ts, acked.rows + first.rows)
+            acked = Checkpoint(first.offset, first.last_ts, acked.rows + first.rows,
+                               quarantined=first.quarantined)
         track.acked = acked
         if track.end is not None and not track.pending:
             self._finish(track)
         elif acked.rows - track.written.rows >= CHECKPOINT_ROWS:
             checkpoints.write(self.config.data_dir, track.serial, track.day, acked)
             track.written = acked
-        self._show_progress()
 
     def _finish(self, track: _FileTrack) -> None:
         """Every row read from the file is acknowledged: final checkpoint, closed days done."""
@@ -421,7 +520,7 @@ class Syncer:
             if cp.offset == 0:  # header only
                 with track.path.open("rb") as fh:
                     cp = Checkpoint(len(fh.readline()), None, 0)
-            cp = Checkpoint(cp.offset, cp.last_ts, cp.rows, complete=True)
+            cp = dataclasses.replace(cp, complete=True)
         if cp != track.written:
             checkpoints.write(self.config.data_dir, track.serial, track.day, cp)
             track.written = cp
@@ -445,7 +544,7 @@ class Syncer:
             for path in reversed(store.day_files(data_dir, serial)):
                 cp = checkpoints.read(data_dir, serial, path.stem)
                 if cp.last_ts and cp.offset:
-                    newest = store.row_ending_at(path, cp.offset)
+                    newest = store.row_ending_at(path, cp.offset, cp.last_ts)
                     break
             if newest is None:
                 continue
@@ -517,12 +616,14 @@ class Syncer:
             return series
         column = header.index("power_w")
         start_ms = _day_start_s(day) * 1000
-        for _offset, ts, fields in store.scan(path, 0, cp.offset):
+        skip = self.quarantine.ends(serial, day)  # rows quarantined: not sent, not counted
+        for offset, ts, fields in store.scan(path, 0, cp.offset, bad=_pass_over):
             text = fields[column]
-            if text != "":
+            if text != "" and not (skip and offset in skip):
                 second = (ts - start_ms) // 1000
                 if 0 <= second < DAY_S:
-                    series[second] = float(text)
+                    with contextlib.suppress(ValueError):
+                        series[second] = float(text)
         return series
 
     def _write_site_rows(self, track: _DayTrack, rows: Iterator[
@@ -577,11 +678,14 @@ class Syncer:
         now_ms = time.time_ns() // 1_000_000
         window = batches.Window(self.session, 1, lambda exc: explain(exc, self.cfg, None),
                                 retries=0 if error else batches.RETRIES)
-        window.send(self._heartbeat.bind((
+        values = [
             self.host, datetime.fromtimestamp(now_ms / 1000, UTC).date(), now_ms,
             self.config.site_id, __version__, report["uptime_s"], report["service_active"],
             report["backlog_rows"], report["backlog_bytes"], report["disk_free_mb"],
-            report["clock_synchronised"], self.stats.rows, error)), _nothing)
+            report["clock_synchronised"], self.stats.rows, error]
+        if self._heartbeat_counts:
+            values += [int(report.get(name) or 0) for name in HEARTBEAT_COUNTS]
+        window.send(self._heartbeat.bind(values), _nothing)
         window.drain()
 
     # -- progress ---------------------------------------------------------------------------
@@ -675,6 +779,20 @@ def retention(config: Config, now: datetime | None = None) -> tuple[int, int]:
 
 def _nothing() -> None:
     pass
+
+
+def _pass_over(_offset: int, _line: bytes, _reason: str) -> bool:
+    return True
+
+
+def _name(track: _FileTrack) -> str:
+    return f"{store.MEASUREMENTS}/{track.serial}/{track.path.name}"
+
+
+def _preview(line: bytes, size: int = 60) -> str:
+    """The start of a line for a log line: never a dump of it."""
+    text = repr(line[:size])
+    return text + f"... ({len(line) - size} more bytes)" if len(line) > size else text
 
 
 @contextlib.contextmanager

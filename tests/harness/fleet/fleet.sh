@@ -21,6 +21,11 @@
 #   fleet.sh reboot HOST                   `systemctl reboot` inside HOST and wait until it is back
 #   fleet.sh wait HOST                     wait until a running HOST answers SSH and systemd is up
 #
+# Every host has, as on Raspberry Pi OS, a user `pi` with passwordless sudo, reached with the
+# fleet's key: hosts.ini and ssh_config connect as pi (Ansible becomes root where a task needs
+# it); root over SSH stays for the harness itself (`fleet.sh ssh`). The user is added to the
+# host's own disk each time it starts, never to the cached root filesystem.
+#
 # Environment:
 #   HWPC_FLEET_DIR      state dir (default <repo>/build/fleet)
 #   HWPC_FLEET_CACHE    rootfs cache (default /var/cache/hw-picollector/fleet), kept across clones
@@ -38,8 +43,8 @@
 # State layout (<state> = HWPC_FLEET_DIR):
 #   id_ed25519{,.pub}   the fleet's SSH key (generated once)
 #   known_hosts         every host's ed25519 host key, keyed by IP and name (strict checking)
-#   hosts.ini           Ansible inventory (groups: fleet, <prefix>, fleet_<arch>)
-#   ssh_config          `ssh -F <state>/ssh_config pi1` works
+#   hosts.ini           Ansible inventory (groups: fleet, <prefix>, fleet_<arch>), as user pi
+#   ssh_config          `ssh -F <state>/ssh_config pi1` works (as pi; `sudo` for root)
 #   hosts/<host>/       the host's root filesystem (overlay mount point while up, or a full copy)
 #   disks/<host>/       upper and work dirs of the host's overlay: everything the host changed
 #   <host>.conf         HOST= ARCH= IP= DISK= LOWER= of the host
@@ -63,6 +68,8 @@ ROOTFS_REVISION=2
 ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,python3-venv,python3-apt,openssh-server,sudo,ca-certificates,iproute2,procps,curl,less
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 STOP_WAIT=30
+# The SSH user of Raspberry Pi OS (what Ansible connects as); see ensure_fleet_user.
+FLEET_USER=pi
 
 say() { printf 'fleet: %s\n' "$*"; }
 warn() { printf 'fleet: WARNING: %s\n' "$*" >&2; }
@@ -547,14 +554,14 @@ write_client_files() {
     [ -f "$(host_key_file "$h")" ] || continue
     printf '%s,%s %s\n' "$IP" "$h" "$(cut -d' ' -f1-2 "$(host_key_file "$h")")" >>"$kh"
     printf '%s ansible_host=%s fleet_arch=%s\n' "$h" "$IP" "$ARCH" >>"$ini"
-    printf 'Host %s\n  HostName %s\n  User root\n  IdentityFile %s/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile %s/known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  HostKeyAlias %s\n\n' \
-      "$h" "$IP" "$STATE" "$STATE" "$IP" >>"$cfg"
+    printf 'Host %s\n  HostName %s\n  User %s\n  IdentityFile %s/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile %s/known_hosts\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  HostKeyAlias %s\n\n' \
+      "$h" "$IP" "$FLEET_USER" "$STATE" "$STATE" "$IP" >>"$cfg"
     groups+=("${h%%[0-9]*}:$h" "fleet_$ARCH:$h")
   done
   {
     echo
     echo "[fleet:vars]"
-    echo "ansible_user=root"
+    echo "ansible_user=$FLEET_USER"
     echo "ansible_ssh_private_key_file=$STATE/id_ed25519"
     echo "ansible_ssh_common_args='-o UserKnownHostsFile=$STATE/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes'"
     echo "ansible_python_interpreter=/usr/bin/python3"
@@ -616,6 +623,39 @@ cmd__supervise() {
   rm -f "$(pid_file "$h")" "$(sup_file "$h")"
 }
 
+# The user Raspberry Pi OS logs in with: pi, passwordless sudo (its /etc/sudoers.d/010_pi-nopasswd),
+# the fleet's key. Written into the host's own disk (its overlay or copy) before it boots, or
+# into a running host's disk: the cached build is never touched, so no rootfs rebuild. Idempotent:
+# an existing pi is kept, and its key and sudoers entry are written again.
+# (Under qemu-user, sudo cannot become root: binfmt_misc runs the emulator with the caller's
+# credentials unless its entry has the C flag. The arm64 Molecule scenario connects as root.)
+ensure_fleet_user() { # root
+  local r="$1" u="$FLEET_USER" id home
+  [ -n "$r" ] && [ "$r" != / ] && [ -f "$r/etc/passwd" ] && [ -d "$r/etc/sudoers.d" ] \
+    || die "bad root '$r' for user $u"
+  home="$r/home/$u"
+  if ! grep -q "^$u:" "$r/etc/passwd"; then
+    id=1000
+    while cut -d: -f3 "$r/etc/passwd" "$r/etc/group" | grep -qx "$id"; do id=$((id + 1)); done
+    printf '%s:x:%s:\n' "$u" "$id" >>"$r/etc/group"
+    printf '%s:!::\n' "$u" >>"$r/etc/gshadow"
+    printf '%s:x:%s:%s:%s:/home/%s:/bin/bash\n' "$u" "$id" "$id" "$u,,," "$u" >>"$r/etc/passwd"
+    printf '%s:*::0:99999:7:::\n' "$u" >>"$r/etc/shadow"  # no password: key login only
+  fi
+  id="$(awk -F: -v u="$u" '$1 == u { print $3 ":" $4 }' "$r/etc/passwd")"
+  [ -n "$id" ] || die "$r: no uid for $u"
+  if [ ! -d "$home" ]; then
+    install -d -m 700 -o "${id%%:*}" -g "${id##*:}" "$home"
+    cp -a "$r/etc/skel/." "$home/" 2>/dev/null || true
+    chown -R "$id" "$home"
+    chmod 700 "$home"
+  fi
+  install -d -m 700 -o "${id%%:*}" -g "${id##*:}" "$home/.ssh"
+  install -m 600 -o "${id%%:*}" -g "${id##*:}" "$STATE/id_ed25519.pub" "$home/.ssh/authorized_keys"
+  printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$u" >"$r/etc/sudoers.d/010_$u-nopasswd"
+  chmod 440 "$r/etc/sudoers.d/010_$u-nopasswd"
+}
+
 start_host() { # host (conf and dir must exist)
   local h="$1" pid
   load_conf "$h"
@@ -627,6 +667,7 @@ start_host() { # host (conf and dir must exist)
   if address_in_use "$IP"; then
     die "$h: something already listens on $IP:22 (another fleet or host using this address?)"
   fi
+  ensure_fleet_user "$(host_dir "$h")"
   rm -f "$(stop_flag "$h")"
   : >"$(log_file "$h")"
   # Close the lock descriptors: a supervisor inheriting them would hold the state lock forever.
@@ -696,6 +737,8 @@ boot_hosts() { # host...
   for h in "$@"; do
     if host_running "$h"; then
       say "$h: already up; left alone"
+      load_conf "$h"
+      ensure_fleet_user "$(host_dir "$h")" # (a host booted by an older harness lacks it)
       already+=("$h")
       continue
     fi

@@ -9,12 +9,15 @@ API v1 ``/api/v1/data`` names are mapped onto them key by key, so a v1 payload, 
 - gas (v1 ``total_gas_m3``/``gas_timestamp`` or the first ``external`` gas meter) lands in
   ``gas_m3``/``gas_ts``, the first external water meter in ``water_m3``;
 - a numeric field that is unknown, or known but not a column of the product type, goes to
-  ``extra`` (never dropped); a non-numeric unknown field is dropped.
+  ``extra``; a non-numeric unknown field is dropped. The collector keeps ``extra`` within
+  its caps (``cap_extra``: the first fields by name), so a device sending thousands of
+  fields cannot make rows grow without bound.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -316,3 +319,28 @@ def to_sample(product_type: str, payload: Mapping[str, Any]) -> Sample:
 
         _gas_and_water(payload, put)
     return Sample(values=values, extra=extra)
+
+
+_ENTRY_BOUND = 32  # at most: a comma, a colon, two quotes, a float's text (24 characters)
+
+
+def cap_extra(extra: dict[str, float], max_keys: int, max_bytes: int
+              ) -> tuple[dict[str, float], int]:
+    """``extra`` within ``max_keys`` fields and ``max_bytes`` of compact JSON (as the store
+    writes it): (the fields kept, how many were dropped). Deterministic whatever the order
+    the device sent them in: the first fields by name are kept, as many as fit.
+
+    Runs for every sample, so a small ``extra`` (the usual case) is only measured.
+    """
+    if len(extra) <= max_keys and \
+            sum(12 * len(k) for k in extra) + _ENTRY_BOUND * len(extra) + 2 <= max_bytes:
+        return extra, 0  # a character escapes to at most 12 (a surrogate pair ``\uXXXX``)
+    kept: dict[str, float] = {}
+    size = 2  # {}
+    for key in sorted(extra)[:max_keys]:
+        value = extra[key]
+        size += len(json.dumps(key)) + 1 + len(json.dumps(value)) + (1 if kept else 0)
+        if size > max_bytes:
+            break
+        kept[key] = value
+    return kept, len(extra) - len(kept)

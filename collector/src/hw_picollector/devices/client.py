@@ -33,8 +33,9 @@ from hw_picollector.devices.errors import (
     TlsError,
     Unauthorized,
     Unreachable,
+    printable,
 )
-from hw_picollector.devices.transport import Connection, Response, base_url
+from hw_picollector.devices.transport import Connection, NestedTooDeeply, Response, base_url
 
 __all__ = [  # the errors too: callers catch them from here
     "IDENTITY_RECHECK_S",
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 IDENTITY_RECHECK_S = 300.0
 BACKOFF_CAP_S = 30.0
-_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,256}$")  # printable ASCII, no spaces: safe in a header
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces (fullmatch)
 PAIR_HINT = "pair again with `hwpc pair` and update the token file"
 T = TypeVar("T")
 Request = tuple[str, dict[str, str]]
@@ -85,7 +86,9 @@ def parse_info(payload: Any) -> DeviceInfo | None:
         return None
     text = {k: v if isinstance(v := payload.get(k), str) else "" for k in
             ("firmware_version", "api_version")}
-    return DeviceInfo(ptype, serial.lower(), text["firmware_version"], text["api_version"])
+    # what the device says goes into messages and the journal: short, printable
+    return DeviceInfo(printable(ptype, 64), printable(serial.lower(), 64),
+                      printable(text["firmware_version"], 64), printable(text["api_version"], 64))
 
 
 def backoff_s(consecutive_failures: int) -> float:
@@ -104,8 +107,11 @@ def error_code(resp: Response) -> str | None:
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, str):
         return err
-    if isinstance(err, dict):
-        return f"{err.get('id')} {err.get('description', '')}".strip()
+    if isinstance(err, dict):  # only text and numbers: a device can send anything there
+        ident, text = err.get("id"), err.get("description")
+        parts = [str(v) for v in (ident, text)
+                 if isinstance(v, str | int) and not isinstance(v, bool)]
+        return " ".join(parts).strip() or None
     return None
 
 
@@ -121,9 +127,10 @@ def _decode(resp: Response, serial: str, api: str) -> Any:
                               f"http_{status}")
     try:
         return resp.json()
-    except ValueError:
-        snippet = resp.text[:40].strip()
-        raise InvalidResponse(serial, url, f"not JSON: {snippet!r}") from None
+    except ValueError as exc:
+        snippet = resp.body[:40].decode("utf-8", "replace").strip()
+        why = " (nested too deeply)" if isinstance(exc, NestedTooDeeply) else ""
+        raise InvalidResponse(serial, url, f"not JSON{why}: {snippet!r}") from None
 
 
 class DeviceClient:
@@ -202,7 +209,7 @@ class DeviceClient:
                 why = getattr(exc, "strerror", None) or "unreadable"
                 raise Unauthorized(self.dev.serial, self.url,
                                    f"cannot read token file {path}: {why}; {PAIR_HINT}") from None
-            if not _TOKEN_RE.match(token):
+            if not _TOKEN_RE.fullmatch(token):
                 raise Unauthorized(self.dev.serial, self.url,
                                    f"token file {path} holds no token; {PAIR_HINT}")
             self._token = token

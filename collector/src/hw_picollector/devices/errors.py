@@ -2,9 +2,24 @@
 
 Every message is one line naming the device serial and the URL, e.g.
 ``3c39e7aabbcc at http://192.168.1.59/api/v1/data: cannot connect: Connection refused``.
+A device can put any text into it (an error body, a serial): the detail is cut to
+``MAX_DETAIL_CHARS`` and cleared of control characters before it reaches ``last_error``, the
+status file or the journal.
 """
 
 from __future__ import annotations
+
+MAX_DETAIL_CHARS = 300
+
+
+def printable(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """``text`` on one line of at most ``limit`` characters (``…`` where it was cut): runs of
+    white space become one space, other control and format characters (terminal escapes,
+    NUL, bidirectional overrides, ...) ``?``."""
+    text = " ".join(text[:limit * 4].split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c == " " else "?" for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class DeviceError(Exception):
@@ -13,7 +28,7 @@ class DeviceError(Exception):
     state: str = "error"
 
     def __init__(self, serial: str, url: str, detail: str, state: str | None = None) -> None:
-        self.serial, self.url, self.detail = serial, url, " ".join(detail.split())
+        self.serial, self.url, self.detail = serial, url, printable(detail)
         if state is not None:
             self.state = state
         super().__init__(f"{serial} at {url}: {self.detail}")
@@ -48,7 +63,7 @@ class SerialMismatch(DeviceError):
     state = "serial_mismatch"
 
     def __init__(self, serial: str, url: str, actual: str, product_type: str = "") -> None:
-        self.actual = actual
+        self.actual = printable(actual, 64)
         what = f"{actual} ({product_type})" if product_type else actual
         super().__init__(serial, url, f"the device there is serial {what}, not {serial}; "
                          "the address now belongs to another device (DHCP/mDNS change?)")

@@ -36,8 +36,9 @@ from hw_picollector.devices.transport import Connection, Response, base_url
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "local/hw-picollector"
-NAME_RE = re.compile(r"^local/[a-zA-Z0-9\-_/\\# ]{1,40}$")
-TOKEN_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
+# With fullmatch only (re.match and $ let a trailing newline by).
+NAME_RE = re.compile(r"local/[a-zA-Z0-9\-_/\\# ]{1,40}")
+TOKEN_RE = re.compile(r"[0-9A-Fa-f]{32}")
 _REFUSALS: Mapping[str, str] = MappingProxyType({
     "user:no-storage": "the device has no free user slot (user:no-storage); "
                        "delete an unused local user first",
@@ -84,7 +85,7 @@ def pair(  # noqa: PLR0917 (the CLI contract's argument order)
     ``PairingTimeout`` when nobody pressed the button in time, ``PairingRefused`` on
     ``user:no-storage``/``user:name-invalid``/..., and the other ``DeviceError``s.
     """
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValueError(f"pair: user name {name!r} must match {NAME_RE.pattern}")
     try:
         client_context(ca_file)
@@ -129,6 +130,6 @@ def _token(resp: Response, serial: str, url: str) -> str:
     except ValueError:
         body = None
     token = body.get("token") if isinstance(body, dict) else None
-    if not isinstance(token, str) or not TOKEN_RE.match(token):
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
         raise InvalidResponse(serial, url, "200 without a 32-hex-digit token")
     return token

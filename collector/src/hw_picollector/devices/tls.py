@@ -34,7 +34,7 @@ CERT_IDS: Mapping[str, str] = MappingProxyType({
 })
 """product_type → the legacy id in the certificate name (and in the mDNS TXT ``id``)."""
 
-_NAME_RE = re.compile(r"^appliance/([a-z0-9]+)/([0-9a-fA-F]{12})$")
+_NAME_RE = re.compile(r"appliance/([a-z0-9]+)/([0-9a-fA-F]{12})")  # with fullmatch only
 
 
 def cert_hostname(product_type: str, serial: str) -> str:
@@ -47,7 +47,7 @@ def cert_hostname(product_type: str, serial: str) -> str:
 
 def parse_cert_hostname(name: str) -> tuple[str, str] | None:
     """``appliance/<cert-id>/<serial>`` → (cert id, lowercase serial), or None."""
-    match = _NAME_RE.match(name)
+    match = _NAME_RE.fullmatch(name)
     return (match.group(1), match.group(2).lower()) if match else None
 
 

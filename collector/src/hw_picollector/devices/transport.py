@@ -8,10 +8,14 @@ four times the Python work per request (its header parsing goes through the ``em
 package), which at 1 Hz per device was the largest share of the collector's CPU time.
 
 Exactly one attempt per exchange; every failure closes the connection, and the next
-exchange opens a new one. An idle connection the device has closed is noticed before it is
-reused (as urllib3 does), so that is not an error. ``request`` blocks; ``begin`` and
-``advance`` run the same exchange without blocking, for one thread that drives many devices
-with a selector (the collector).
+exchange opens a new one. An exchange has one absolute deadline (the request timeout, from
+its start to the last byte of the answer: bytes trickling in do not extend it) and one byte
+budget for all it receives; the answer is parsed by ``ResponseParser`` as it arrives, work
+linear in the bytes received, so a hostile device costs bounded time, memory and CPU.
+
+An idle connection the device has closed is noticed before it is reused (as urllib3 does), so
+that is not an error. ``request`` blocks; ``begin`` and ``advance`` run the same exchange
+without blocking, for one thread that drives many devices with a selector (the collector).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import selectors
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +38,27 @@ from hw_picollector import __version__
 from hw_picollector.config import split_address
 from hw_picollector.devices.errors import DeviceError, InvalidResponse, TlsError, Unreachable
 
-__all__ = ["MAX_BODY_BYTES", "READ", "WRITE", "Connection", "Response", "base_url"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_EXCHANGE_BYTES",
+    "MAX_INTERIM_ANSWERS",
+    "READ",
+    "WRITE",
+    "Connection",
+    "NestedTooDeeply",
+    "ProtocolError",
+    "Response",
+    "ResponseParser",
+    "base_url",
+]
 
 USER_AGENT = f"hw-picollector/{__version__}"
-MAX_BODY_BYTES = 1 << 20  # a measurement is ~2 kB; more is a broken device, not data
-MAX_HEADER_BYTES = 1 << 16
+# Everything one exchange may receive: interim answers, headers, chunk metadata, body. A
+# measurement is ~2 kB; more is a broken or hostile device, not data.
+MAX_EXCHANGE_BYTES = 1 << 20
+MAX_BODY_BYTES = MAX_EXCHANGE_BYTES
+MAX_HEADER_BYTES = 1 << 16  # one header block, chunk line or trailer line
+MAX_INTERIM_ANSWERS = 8  # 1xx answers before the final one
 _RECV = 65536
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -52,6 +73,10 @@ def base_url(address: str, api: str) -> str:
     return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
+class NestedTooDeeply(ValueError):
+    """A JSON body nested deeper than the decoder's recursion limit."""
+
+
 @dataclass(frozen=True)
 class Response:
     """One complete answer: status, body (read in full) and the URL asked."""
@@ -61,20 +86,15 @@ class Response:
     url: str
 
     def json(self) -> Any:
-        """The body as JSON; ``ValueError`` when it is not."""
-        return json.loads(self.body)
+        """The body as JSON; ``ValueError`` when it is not (``NestedTooDeeply`` included)."""
+        try:
+            return json.loads(self.body)
+        except RecursionError:  # the decoder recurses once per level: a device can nest 100,000
+            raise NestedTooDeeply("JSON nested too deeply") from None
 
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
-
-
-class _Broken(Exception):
-    """The device broke the protocol; becomes ``InvalidResponse`` (or ``Unreachable``)."""
-
-    def __init__(self, detail: str, *, nothing_received: bool = False) -> None:
-        super().__init__(detail)
-        self.nothing_received = nothing_received
 
 
 class _Lookup:
@@ -125,7 +145,6 @@ class Connection:
         self._sock: socket.socket | None = None
         self._poller: Any = None
         self._timeout: float | None = None
-        self._buf = b""
         self._requests: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
         self.sockets = 0  # sockets opened so far: tells a new socket from a reused descriptor
         # the exchange driven by begin()/advance(), if any
@@ -134,14 +153,14 @@ class Connection:
         self._lookup: _Lookup | None = None
         self._out = b""
         self._sent = 0
-        self._in = b""
-        self._method = self._serial = self._url = ""
+        self._parser: ResponseParser | None = None
+        self._serial = self._url = ""
         self._limit = 0.0
         self.deadline = 0.0
 
     def close(self) -> None:
-        sock, self._sock, self._poller, self._buf = self._sock, None, None, b""
-        self._phase, self._lookup, self._out, self._in = None, None, b"", b""
+        sock, self._sock, self._poller = self._sock, None, None
+        self._phase, self._lookup, self._out, self._parser = None, None, b"", None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -170,29 +189,46 @@ class Connection:
         data = self._request_bytes(method, path, headers, body)
         if self._phase is not None:
             raise RuntimeError("an exchange started with begin() is in progress")
+        deadline = time.monotonic() + timeout_s
         sock = self._sock
         if sock is not None and self._dropped():
             self.close()  # the device hung up on the idle connection: open a fresh one
             sock = None
         if sock is None:
-            sock = self._connect(timeout_s, serial, url)
-        elif timeout_s != self._timeout:  # also from non-blocking use (None) back to blocking
-            sock.settimeout(timeout_s)
-            self._timeout = timeout_s
+            sock = self._connect(timeout_s, serial, url, deadline)
+        parser = ResponseParser(method)
         try:
+            self._settimeout(sock, deadline)
             sock.sendall(data)
             if _QUICKACK is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            status, keep_alive, payload = self._read_response(sock, method)
+            while True:
+                self._settimeout(sock, deadline)
+                chunk = sock.recv(_RECV)
+                if not chunk:
+                    parser.feed_eof()
+                    break
+                if parser.feed(chunk):
+                    break
         except Exception as exc:
             self.close()
+            if isinstance(exc, TimeoutError):
+                raise _timeout(serial, url, timeout_s, parser.received) from exc
             raise _device_error(exc, serial, url, timeout_s, "connection lost") from exc
         except BaseException:
             self.close()
             raise
-        if not keep_alive or self._buf:
+        if not parser.keep_alive or parser.rest:
             self.close()  # the device ends the connection, or sent more than it announced
-        return Response(status, payload, url)
+        return Response(parser.status, parser.body, url)
+
+    def _settimeout(self, sock: socket.socket, deadline: float) -> None:
+        """Block at most until the exchange's deadline (``TimeoutError`` once it passed)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        sock.settimeout(remaining)
+        self._timeout = remaining
 
     # --- non-blocking use: one thread drives many connections with a selector ----------------
 
@@ -203,7 +239,8 @@ class Connection:
 
         Then call ``advance`` whenever ``fileno()`` is ready for ``want()`` (while
         ``want()`` is 0, a host name is being looked up: ``wake`` is called when it is done),
-        and ``expire`` once ``now`` passes ``deadline`` (which moves on with every step).
+        and ``expire`` once ``now`` passes ``deadline``: ``now + timeout_s``, fixed for the
+        whole exchange (look-up, connect, TLS handshake, request and answer).
         ``watched``: the caller watches the idle connection for readability itself (see
         ``idle_ready``), so it is not polled here for being closed.
         """
@@ -212,8 +249,8 @@ class Connection:
         data = self._request_bytes(method, path, headers, body)
         if self._sock is not None and not watched and self._dropped():
             self.close()  # the device hung up on the idle connection: open a fresh one
-        self._out, self._sent, self._in = data, 0, b""
-        self._method, self._serial, self._url = method, serial, self.base_url + path
+        self._out, self._sent, self._parser = data, 0, ResponseParser(method)
+        self._serial, self._url = serial, self.base_url + path
         self._limit = timeout_s
         self.deadline = now + timeout_s
         try:
@@ -263,9 +300,9 @@ class Connection:
 
     def expire(self) -> Unreachable:
         """The exchange ran out of time: closes the connection, returns the timeout error."""
+        received = self._parser.received if self._parser is not None else 0
         self.close()
-        return Unreachable(self._serial, self._url, f"no answer within {self._limit:g} s",
-                           "timeout")
+        return _timeout(self._serial, self._url, self._limit, received)
 
     def _fail(self, exc: Exception) -> None:
         what = "cannot connect" if self._phase in _CONNECTING else "connection lost"
@@ -286,7 +323,7 @@ class Connection:
             raise
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        self._sock, self._poller, self._timeout, self._buf = sock, poller, None, b""
+        self._sock, self._poller, self._timeout = sock, poller, None
         self.sockets += 1
         self._phase, self._want = "connect", WRITE
 
@@ -299,7 +336,6 @@ class Connection:
             if lookup.error is not None:
                 raise lookup.error
             self._open(lookup.info)
-            self.deadline = now + self._limit
             return None
         sock = self._sock
         assert sock is not None
@@ -307,7 +343,6 @@ class Connection:
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 raise OSError(err, os.strerror(err))
-            self.deadline = now + self._limit
             if self._context is not None:
                 self._sock = sock = self._context.wrap_socket(
                     sock, server_hostname=self.tls_hostname, do_handshake_on_connect=False)
@@ -325,7 +360,6 @@ class Connection:
             except ssl.SSLWantWriteError:
                 self._want = WRITE
                 return None
-            self.deadline = now + self._limit
             self._phase = "send"
         if self._phase == "send":
             try:
@@ -339,7 +373,6 @@ class Connection:
                 self._want = READ if isinstance(exc, ssl.SSLWantReadError) else WRITE
                 return None
             self._sent += sent
-            self.deadline = now + self._limit
             if self._sent < len(self._out):
                 self._want = WRITE
                 return None
@@ -347,28 +380,33 @@ class Connection:
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             self._phase, self._want = "recv", READ
             return None  # the answer comes with a later readiness
+        parser = self._parser
+        assert parser is not None
+        done = False
         try:
             chunk = sock.recv(_RECV)
-            while chunk and ssl is not None and isinstance(sock, ssl.SSLSocket) \
-                    and sock.pending():
-                chunk += sock.recv(sock.pending())
+            if not chunk:
+                parser.feed_eof()
+                done = True
+            else:
+                done = parser.feed(chunk)
+                # TLS: a record already decrypted raises no readiness: take it now
+                while not done and ssl is not None and isinstance(sock, ssl.SSLSocket) \
+                        and sock.pending():
+                    done = parser.feed(sock.recv(sock.pending()))
         except BlockingIOError:
             return None
         except Exception as exc:
             if ssl is not None and isinstance(exc, ssl.SSLWantReadError | ssl.SSLWantWriteError):
                 return None
             raise
-        self._in += chunk
-        self.deadline = now + self._limit
-        parsed = _parse(self._buf + self._in, self._method, not chunk)
-        if parsed is None:
+        if not done:
             return None
-        status, keep_alive, body, rest = parsed
         url = self._url
-        self._phase, self._out, self._in, self._buf = None, b"", b"", rest
-        if not keep_alive or rest:
-            self.close()
-        return Response(status, body, url)
+        self._phase, self._out, self._parser = None, b"", None
+        if not parser.keep_alive or parser.rest:
+            self.close()  # the device ends the connection, or sent more than it announced
+        return Response(parser.status, parser.body, url)
 
     def _request_bytes(self, method: str, path: str, headers: dict[str, str] | None,
                        body: bytes | None) -> bytes:
@@ -392,14 +430,16 @@ class Connection:
             self._requests[key] = data
         return data
 
-    def _connect(self, timeout_s: float, serial: str, url: str) -> socket.socket:
+    def _connect(self, timeout_s: float, serial: str, url: str, deadline: float) -> socket.socket:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout_s)
+            sock = socket.create_connection((self.host, self.port),
+                                            timeout=max(0.001, deadline - time.monotonic()))
         except Exception as exc:
             raise _device_error(exc, serial, url, timeout_s, "cannot connect") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._context is not None:
+                self._settimeout(sock, deadline)
                 sock = self._context.wrap_socket(sock, server_hostname=self.tls_hostname)
         except BaseException as exc:
             sock.close()
@@ -408,7 +448,7 @@ class Connection:
             raise _device_error(exc, serial, url, timeout_s, "cannot connect") from exc
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        self._sock, self._poller, self._timeout, self._buf = sock, poller, timeout_s, b""
+        self._sock, self._poller, self._timeout = sock, poller, timeout_s
         self.sockets += 1
         return sock
 
@@ -419,123 +459,196 @@ class Connection:
         except (OSError, ValueError):
             return True
 
-    # --- the answer ---------------------------------------------------------------------------
 
-    def _read_response(self, sock: socket.socket, method: str) -> tuple[int, bool, bytes]:
-        """(status, keep the connection, body) of the next final answer, blocking."""
-        buf, eof = self._buf, False
-        while (parsed := _parse(buf, method, eof)) is None:
-            chunk = sock.recv(_RECV)
-            eof = not chunk
-            buf += chunk
-        status, keep_alive, body, self._buf = parsed
-        return status, keep_alive, body
+class ProtocolError(Exception):
+    """The device broke the protocol (or a limit); becomes ``InvalidResponse`` (``Unreachable``
+    when it closed the connection without sending anything)."""
+
+    def __init__(self, detail: str, *, nothing_received: bool = False) -> None:
+        super().__init__(detail)
+        self.nothing_received = nothing_received
 
 
-def _parse(buf: bytes, method: str, eof: bool) -> tuple[int, bool, bytes, bytes] | None:
-    """(status, keep the connection, body, bytes left over) of the first final (non-1xx)
-    answer in ``buf``; None while it is incomplete. ``eof``: the device closed the connection
-    after ``buf`` (the end of a body without framing; any other incomplete answer is broken).
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_EOF, _DONE = range(7)
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ResponseParser:
+    """The answer to one request, parsed as its bytes arrive: the HTTP/1.1 codec that every way
+    of driving a connection shares (the blocking ``request``, the selector's ``advance``).
+
+    ``feed`` the bytes as they come (any split), ``feed_eof`` when the device closed the
+    connection; once ``done``: ``status``, ``keep_alive``, ``body`` and ``rest`` (bytes after
+    the answer). Interim ``1xx`` answers are skipped, at most ``MAX_INTERIM_ANSWERS``; the
+    body is framed by ``Content-Length``, ``chunked`` or the end of the connection.
+
+    Bounded: everything received (interim answers, headers, chunk sizes and extensions,
+    trailers, the body) counts against one byte budget, ``MAX_EXCHANGE_BYTES``; a header
+    block or chunk line longer than ``MAX_HEADER_BYTES`` is refused before it is complete.
+    Linear: every byte is looked at a bounded number of times whatever the split (the search
+    for the end of a header block or line resumes where the last one stopped; consumed bytes
+    are dropped). Violations raise ``ProtocolError``.
     """
-    start = 0
-    while True:
-        end = buf.find(b"\r\n\r\n", start)
+
+    __slots__ = ("_body", "_budget", "_buf", "_chunk", "_interim", "_method", "_pos", "_scan",
+                 "_state", "body", "keep_alive", "received", "rest", "status")
+
+    def __init__(self, method: str = "GET", budget: int = MAX_EXCHANGE_BYTES) -> None:
+        self._method, self._budget = method, budget
+        self._buf = bytearray()
+        self._pos = 0  # start of what is not parsed yet
+        self._scan = 0  # where the search for the end of the current line or block resumes
+        self._state = _HEAD
+        self._interim = 0
+        self._chunk = 0  # Content-Length left, or the size of the current chunk
+        self._body: list[bytes] = []
+        self.received = 0
+        self.status, self.keep_alive, self.body, self.rest = 0, False, b"", b""
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    def feed(self, data: bytes) -> bool:
+        """Take received bytes; True once the final answer is complete."""
+        if self._state == _DONE:
+            self.rest += data
+            return True
+        self.received += len(data)
+        if self.received > self._budget:
+            raise ProtocolError(f"answer larger than {self._budget} bytes")
+        buf: bytes | bytearray
+        if self._buf:  # an unfinished element waits: add to it
+            buf = self._buf
+            buf += data
+        else:  # the usual case: parsed straight from what was received, no copy
+            buf = data
+        while self._state != _DONE and self._step(buf):
+            pass
+        pos = self._pos
+        if self._state == _DONE:
+            self.rest = bytes(buf[pos:])
+            self._buf = bytearray()
+            return True
+        if buf is data:
+            self._buf = bytearray(data[pos:])
+        elif pos:
+            del self._buf[:pos]  # what is parsed goes: the buffer holds one unfinished element
+        self._scan -= pos
+        self._pos = 0
+        return False
+
+    def feed_eof(self) -> None:
+        """The device closed the connection: the end of an unframed body, else an error."""
+        if self._state == _UNTIL_EOF:
+            self.body = bytes(self._buf[self._pos:])
+            self.keep_alive = False
+            self._state, self._buf = _DONE, bytearray()
+        elif self._state != _DONE:
+            if not self.received:
+                raise ProtocolError("Remote end closed connection without response",
+                                    nothing_received=True)
+            raise ProtocolError("the device closed the connection in the middle of its answer")
+
+    def _line_end(self, buf: bytes | bytearray, marker: bytes, limit: int, what: str) -> int:
+        """Where ``marker`` starts after the parse position; -1 while not received yet."""
+        end = buf.find(marker, max(self._pos, self._scan))
         if end < 0:
-            if len(buf) - start > MAX_HEADER_BYTES:
-                raise _Broken(f"header block larger than {MAX_HEADER_BYTES} bytes")
-            _incomplete(buf, eof)
-            return None
-        head = buf[start:end].decode("latin-1")
-        start = end + 4
+            if len(buf) - self._pos > limit:
+                raise ProtocolError(what)
+            self._scan = max(self._pos, len(buf) - len(marker) + 1)
+        return end
+
+    def _step(self, buf: bytes | bytearray) -> bool:
+        """Parse one element (a header block, a chunk, ...); False when more bytes are needed."""
+        state, pos = self._state, self._pos
+        if state == _HEAD:
+            end = self._line_end(buf, b"\r\n\r\n", MAX_HEADER_BYTES,
+                                 f"header block larger than {MAX_HEADER_BYTES} bytes")
+            if end < 0:
+                return False
+            self._pos = self._scan = end + 4
+            self._head(buf[pos:end].decode("latin-1"), len(buf) - self._pos)
+            return True
+        if state == _LENGTH:
+            if len(buf) - pos < self._chunk:
+                return False
+            self.body = bytes(buf[pos:pos + self._chunk])
+            self._pos += self._chunk
+            self._state = _DONE
+            return True
+        if state in (_CHUNK_SIZE, _TRAILER):
+            end = self._line_end(buf, b"\r\n", MAX_HEADER_BYTES,
+                                 "chunk size line too long" if state == _CHUNK_SIZE
+                                 else "trailer too long")
+            if end < 0:
+                return False
+            line = bytes(buf[pos:end])
+            self._pos = self._scan = end + 2
+            if state == _TRAILER:
+                if not line:  # the blank line after the trailer fields
+                    self.body = b"".join(self._body)
+                    self._body, self._state = [], _DONE
+                return True
+            size = line.split(b";", 1)[0].strip()
+            if not size or len(size) > 16 or not _HEX.issuperset(size):
+                raise ProtocolError(f"bad chunk size {line[:20]!r}")
+            self._chunk = int(size, 16)
+            if self._chunk == 0:
+                self._state = _TRAILER
+            elif self._chunk > self._budget:
+                raise ProtocolError(f"answer larger than {self._budget} bytes")
+            else:
+                self._state = _CHUNK_DATA
+            return True
+        if state == _CHUNK_DATA:
+            if len(buf) - pos < self._chunk + 2:
+                return False
+            end = pos + self._chunk
+            if buf[end:end + 2] != b"\r\n":
+                raise ProtocolError("chunk not followed by CRLF")
+            self._body.append(bytes(buf[pos:end]))
+            self._pos = self._scan = end + 2
+            self._state = _CHUNK_SIZE
+            return True
+        return False  # _UNTIL_EOF: the body ends with the connection (feed_eof)
+
+    def _head(self, head: str, unparsed: int) -> None:
+        """A complete header block: an interim answer, or the final one and its framing."""
         status_line, *header_lines = head.split("\r\n")
         version, _, rest = status_line.partition(" ")
         code = rest[:3]
         if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
-            raise _Broken(f"not an HTTP/1.x status line: {status_line[:40]!r}")
+            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:40]!r}")
         status = int(code)
-        if not 100 <= status < 200:
-            break  # else an interim answer (100 Continue): the final one follows
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.setdefault(name.strip().lower(), value.strip())
-    connection = headers.get("connection", "").lower()
-    keep_alive = "close" not in connection if version != "HTTP/1.0" else \
-        "keep-alive" in connection
-    if method == "HEAD" or status in (204, 304):
-        return status, keep_alive, b"", buf[start:]
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        chunked = _parse_chunked(buf, start)
-        if chunked is None:
-            _incomplete(buf, eof)
-            return None
-        body, start = chunked
-        return status, keep_alive, body, buf[start:]
-    if "content-length" in headers:
-        raw = headers["content-length"]
-        if not raw.isdigit():
-            raise _Broken(f"bad Content-Length {raw[:20]!r}")
-        length = int(raw)
-        if length > MAX_BODY_BYTES:
-            raise _Broken(f"answer larger than {MAX_BODY_BYTES} bytes")
-        if len(buf) - start < length:
-            _incomplete(buf, eof)
-            return None
-        return status, keep_alive, buf[start:start + length], buf[start + length:]
-    if len(buf) - start > MAX_BODY_BYTES:  # no framing: the body ends with the connection
-        raise _Broken(f"answer larger than {MAX_BODY_BYTES} bytes")
-    return (status, False, buf[start:], b"") if eof else None
-
-
-def _incomplete(buf: bytes, eof: bool) -> None:
-    """An incomplete answer is only an error once the device has closed the connection."""
-    if not eof:
-        return
-    if not buf:
-        raise _Broken("Remote end closed connection without response", nothing_received=True)
-    raise _Broken("the device closed the connection in the middle of its answer")
-
-
-def _parse_chunked(buf: bytes, start: int) -> tuple[bytes, int] | None:
-    """(body, end offset) of a complete chunked body from ``start``; None if incomplete."""
-    parts: list[bytes] = []
-    size = 0
-    pos = start
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > MAX_HEADER_BYTES:
-                raise _Broken("chunk size line too long")
-            return None
-        line = buf[pos:eol]
-        try:
-            length = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise _Broken(f"bad chunk size {line[:20]!r}") from None
-        if length < 0:
-            raise _Broken(f"bad chunk size {line[:20]!r}")
-        pos = eol + 2
-        if length == 0:
-            break
-        size += length
-        if size > MAX_BODY_BYTES:
-            raise _Broken(f"answer larger than {MAX_BODY_BYTES} bytes")
-        if len(buf) < pos + length + 2:
-            return None
-        if buf[pos + length:pos + length + 2] != b"\r\n":
-            raise _Broken("chunk not followed by CRLF")
-        parts.append(buf[pos:pos + length])
-        pos += length + 2
-    while True:  # trailer fields, up to the blank line
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > MAX_HEADER_BYTES:
-                raise _Broken("trailer too long")
-            return None
-        line, pos = buf[pos:eol], eol + 2
-        if not line:
-            return b"".join(parts), pos
+        if 100 <= status < 200:  # an interim answer (100 Continue): the final one follows
+            self._interim += 1
+            if self._interim > MAX_INTERIM_ANSWERS:
+                raise ProtocolError(f"more than {MAX_INTERIM_ANSWERS} interim (1xx) answers")
+            return
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.setdefault(name.strip().lower(), value.strip())
+        connection = headers.get("connection", "").lower()
+        self.status = status
+        self.keep_alive = "close" not in connection if version != "HTTP/1.0" else \
+            "keep-alive" in connection
+        if self._method == "HEAD" or status in (204, 304):
+            self._state = _DONE
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            self._state = _CHUNK_SIZE
+        elif "content-length" in headers:
+            raw = headers["content-length"]
+            if not raw.isdigit() or len(raw) > 16:
+                raise ProtocolError(f"bad Content-Length {raw[:20]!r}")
+            self._chunk = int(raw)
+            if self._chunk > self._budget - self.received + unparsed:
+                raise ProtocolError(f"answer larger than {self._budget} bytes")
+            self._state = _LENGTH
+        else:
+            self._state = _UNTIL_EOF
 
 
 def _device_error(exc: Exception, serial: str, url: str, timeout_s: float,
@@ -551,10 +664,18 @@ def _device_error(exc: Exception, serial: str, url: str, timeout_s: float,
         return TlsError(serial, url, f"TLS failed: {exc.strerror or exc}")
     if isinstance(exc, TimeoutError):
         return Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout")
-    if isinstance(exc, _Broken):
+    if isinstance(exc, ProtocolError):
         if exc.nothing_received:
             return Unreachable(serial, url, f"{what}: {exc}")
         return InvalidResponse(serial, url, f"broken response: {exc}")
     if isinstance(exc, OSError):
         return Unreachable(serial, url, f"{what}: {exc.strerror or exc or type(exc).__name__}")
     return InvalidResponse(serial, url, f"broken response: {type(exc).__name__}: {exc}")
+
+
+def _timeout(serial: str, url: str, timeout_s: float, received: int) -> Unreachable:
+    """The exchange's deadline passed: with nothing received, or in the middle of the answer."""
+    if not received:
+        return Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout")
+    return Unreachable(serial, url, f"answer not complete within {timeout_s:g} s "
+                       f"({received} bytes received)", "timeout")

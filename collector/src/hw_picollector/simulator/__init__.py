@@ -15,7 +15,9 @@ import argparse
 
 from hw_picollector.config import PRODUCT_TYPES, ROLES  # the same as .model's, without loading it
 
-FAULT_CHOICES = ("none", "disabled", "slow", "flaky", "garbage", "nulls")
+FAULT_CHOICES = ("none", "disabled", "slow", "flaky", "garbage", "nulls",  # = server.FAULTS
+                 "continue-flood", "chunk-ext-flood", "trickle", "huge-body", "deep-json",
+                 "junk-error", "many-extras")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

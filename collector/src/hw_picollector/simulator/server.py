@@ -13,6 +13,18 @@ Faithful to docs/homewizard-api.md where the behaviour is documented. Choices wh
   HTTP 500 and a connection closed without an answer; the sequence is fixed per serial.
 - ``garbage`` answers data requests with 200 and a truncated JSON body.
 - ``nulls`` sends old-firmware payloads: ``null`` phases 2/3 and gas, integers as ``12.000``.
+- Hostile devices (data requests only; ``GET /api`` still answers, so a client gets as far as
+  the measurement):
+  - ``continue-flood``: ``100 Continue`` interim answers, endlessly, never a final answer;
+  - ``chunk-ext-flood``: a chunked 200 whose chunks carry one byte each behind a 1 kB chunk
+    extension, endlessly;
+  - ``trickle``: the right answer, one byte every ``trickle_s`` (1.5 s);
+  - ``huge-body``: a chunked 200 whose body never ends (64 KiB chunks);
+  - ``deep-json``: 200 with 100,000 nested JSON arrays;
+  - ``junk-error``: 500 with an error text of 100 kB full of control characters (terminal
+    escapes, NUL, CR LF, bidirectional overrides).
+- ``many-extras``: measurements carry ``MANY_EXTRAS`` more numeric fields nobody knows
+  (``sim_extra_0000_w``, ...), as firmware that dumps its internals would.
 - The socket's power_on/brightness do not change the simulated power.
 
 mDNS (``mdns=True``, ``hwpc simulate --mdns``): the device advertises the service of the API
@@ -60,13 +72,21 @@ from hw_picollector.simulator.payloads import dumps, nullify, to_v1
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("none", "disabled", "slow", "flaky", "garbage", "nulls")
+HOSTILE_FAULTS = ("continue-flood", "chunk-ext-flood", "trickle", "huge-body", "deep-json",
+                  "junk-error")
+FAULTS = ("none", "disabled", "slow", "flaky", "garbage", "nulls", *HOSTILE_FAULTS,
+          "many-extras")
+MANY_EXTRAS = 5000  # the many-extras fault's additional numeric fields
 API_V2_VERSION = "2.2.0"
 PAIRING_WINDOW_S = 30.0
 SLOW_DELAY_S = 12.0
+TRICKLE_S = 1.5
+DEEP_JSON_LEVELS = 100_000
+JUNK_ERROR = ("\x1b[2J\x1b[31mdevice on fire\x07\r\nX-Injected: yes\x00\u202egnp.exe\x9b"
+              + "\x1b[0m" + "A" * 100_000)
 FLAKY_SHARE = 0.3
-USER_NAME = re.compile(r"^local/[a-zA-Z0-9\-_/\\# ]{1,40}$")
-SERIAL = re.compile(r"^[0-9a-f]{12}$")
+USER_NAME = re.compile(r"local/[a-zA-Z0-9\-_/\\# ]{1,40}")  # with fullmatch only
+SERIAL = re.compile(r"[0-9a-f]{12}")
 PRODUCT_NAMES = {
     "HWE-P1": "P1 Meter",
     "HWE-KWH1": "kWh Meter 1-phase",
@@ -93,6 +113,8 @@ class Response:
     content_type: str = "application/json"
     drop: bool = False  # hang up without answering
     after: Callable[[], None] | None = None  # run once the answer is sent
+    # writes the whole answer on the wire itself (hostile faults); the connection then closes
+    stream: Callable[[Callable[[bytes], None]], None] | None = None
 
 
 def _json(status: int, value: Any, all_floats: bool = False) -> Response:
@@ -157,6 +179,7 @@ class SimulatedDevice:
         self.firmware = firmware or FIRMWARE.get(product_type, "5.0203")
         self.role, self.first_telegram_s, self.verbose = role, first_telegram_s, verbose
         self.slow_delay_s = SLOW_DELAY_S
+        self.trickle_s = TRICKLE_S
         self.mdns, self.mdns_interface = mdns, mdns_interface
         self._advert: Any = None  # discovery.Advertisement while advertising
         self._advert_lock = threading.Lock()
@@ -252,7 +275,7 @@ class SimulatedDevice:
         self._pairing_until = time.monotonic() + window_s
 
     def _set_serial(self, serial: str) -> None:
-        if not SERIAL.match(serial):
+        if not SERIAL.fullmatch(serial):
             raise ValueError(f"serial must be 12 lowercase hex characters, not {serial!r}")
         model = DeviceModel(serial, self.product_type, self.role, start_ts=time.time())
         context = None
@@ -337,9 +360,63 @@ class SimulatedDevice:
             failure = self._data_fault(fault)
             if failure is not None:
                 return failure
+        if path in DATA_PATHS and fault in HOSTILE_FAULTS:
+            return self._hostile(fault, method, path, headers, body)
+        if fault == "many-extras" and path in ("/api/v1/data", "/api/measurement"):
+            return self._many_extras(method, path, headers, body)
         if self.api == "v1":
             return self._v1(method, path, body)
         return self._v2(method, path, headers, body)
+
+    def _hostile(self, fault: str, method: str, path: str, headers: Mapping[str, str],
+                 body: bytes) -> Response:
+        """The answer of a hostile device to a data request (see the module docstring)."""
+        if fault == "deep-json":
+            return Response(200, b"[" * DEEP_JSON_LEVELS + b"]" * DEEP_JSON_LEVELS)
+        if fault == "junk-error":
+            if self.api == "v1":
+                return _v1_error(500, 901, JUNK_ERROR)
+            return _v2_error(500, JUNK_ERROR)
+        if fault == "trickle":
+            answer = self._v1(method, path, body) if self.api == "v1" else \
+                self._v2(method, path, headers, body)
+            extra = f"X-Api-Version: {API_V2_VERSION}\r\n" if self.api == "v2" else ""
+            raw = (f"HTTP/1.1 {answer.status} OK\r\nContent-Type: {answer.content_type}\r\n"
+                   f"{extra}Content-Length: {len(answer.body)}\r\n\r\n").encode() + answer.body
+            return Response(answer.status, stream=lambda send: self._trickle(send, raw))
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        if fault == "continue-flood":
+            burst = b"HTTP/1.1 100 Continue\r\n\r\n" * 512
+            return Response(200, stream=lambda send: self._flood(send, b"", burst))
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+        if fault == "chunk-ext-flood":
+            burst = (b"1;ext=" + b"x" * 1000 + b"\r\n \r\n") * 64
+        else:  # huge-body
+            burst = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
+        return Response(200, stream=lambda send: self._flood(send, head, burst))
+
+    def _flood(self, send: Callable[[bytes], None], head: bytes, burst: bytes) -> None:
+        """``head``, then ``burst`` again and again until the client hangs up."""
+        send(head)
+        while not self._stopping.is_set():
+            send(burst)
+
+    def _trickle(self, send: Callable[[bytes], None], raw: bytes) -> None:
+        for i in range(len(raw)):
+            if self._stopping.wait(self.trickle_s if i else 0):
+                return
+            send(raw[i:i + 1])
+
+    def _many_extras(self, method: str, path: str, headers: Mapping[str, str],
+                     body: bytes) -> Response:
+        """The usual measurement plus ``MANY_EXTRAS`` unknown numeric fields."""
+        answer = self._v1(method, path, body) if self.api == "v1" else \
+            self._v2(method, path, headers, body)
+        if answer.status != 200:
+            return answer
+        payload = json.loads(answer.body)
+        payload.update({f"sim_extra_{i:04d}_w": i + 0.5 for i in range(MANY_EXTRAS)})
+        return _json(200, payload)
 
     def _data_fault(self, fault: str) -> Response | None:
         if fault == "garbage":
@@ -490,7 +567,7 @@ class SimulatedDevice:
             return _v2_error(400, "user:name-empty")
         if len(rest) > 40:
             return _v2_error(400, "user:name-too-long")
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             return _v2_error(400, "user:name-invalid")
         with self._lock:
             if time.monotonic() > self._pairing_until:
@@ -650,6 +727,11 @@ class _Handler(BaseHTTPRequestHandler):
         if response.drop:
             self.close_connection = True
             return
+        if response.stream is not None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the client hung up: the usual end of a flood
+                response.stream(self._send)
+            return
         self.send_response(response.status)
         if device.api == "v2" and not self.path.startswith("/_sim/"):
             self.send_header("X-Api-Version", API_V2_VERSION)
@@ -664,6 +746,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         if response.after is not None:
             response.after()
+
+    def _send(self, data: bytes) -> None:
+        self.wfile.write(data)
 
     do_GET = do_PUT = do_POST = do_DELETE = _serve
 
