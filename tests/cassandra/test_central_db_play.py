@@ -18,13 +18,14 @@ PLAYBOOK = ROOT / "playbooks" / "central_db.yml"
 BIN = Path(sys.executable).parent
 
 
-def play(inventory: Path, extra: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+def play(inventory: Path, extra: dict[str, Any], *args: str, playbook: Path = PLAYBOOK
+         ) -> subprocess.CompletedProcess[str]:
     extra_file = inventory.parent / "extra.json"
     extra_file.write_text(json.dumps(extra))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
            "ANSIBLE_NOCOLOR": "1", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     return subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook),
          "-e", f"@{extra_file}", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
@@ -78,3 +79,34 @@ def test_superuser_credentials_are_gone_when_the_play_ends(tmp_path: Path, admin
     finally:
         for role in (pi_role, audit_role):
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_audit_without_an_audit_password_leaves_no_superuser_credentials(
+        tmp_path: Path, keyspace: str, node: Path) -> None:
+    """check_freshness.yml falls back to the superuser when no audit password is set: the
+    credentials file then exists only while the audit runs."""
+    inventory = tmp_path / "inventory" / "hosts.yml"
+    inventory.parent.mkdir()
+    # A Pi nobody answers for (nothing listens on that loopback address's SSH port).
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"collectors": {"hosts": {
+        "pi1": {"hwpc_site_id": "PLAY02", "ansible_host": "127.0.1.254",
+                "ansible_ssh_common_args": "-o ConnectTimeout=3",
+                "hwpc_devices": [{"serial": "3c39e7aabbcc"}]}}}}}}))
+    central = tmp_path / "central_db"
+    extra: dict[str, Any] = {
+        "hwpc_cassandra_hosts": ["127.0.0.1"],
+        "hwpc_cassandra_keyspace": keyspace,
+        "hwpc_cassandra_tls_ca_file": str(node / "conf" / "node.pem"),
+        "vault_hwpc_cassandra_superuser_password": "cassandra",
+        "hwpc_central_db_dir": str(central),
+        "hwpc_freshness_report_dir": str(tmp_path / "reports"),
+        "hwpc_freshness_work_dir": str(tmp_path / "work"),
+        "freshness_fail": False,
+    }
+    result = play(inventory, extra, playbook=ROOT / "playbooks" / "check_freshness.yml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Reading Cassandra as the superuser" in result.stdout
+    assert (tmp_path / "reports" / "freshness-latest.json").is_file()
+    assert (central / "config.yml").is_file()
+    assert not (central / "superuser.json").exists(), "superuser credentials left by the audit"
+    assert '"cassandra"' not in result.stdout + result.stderr
