@@ -46,6 +46,9 @@ def test_good_config_parses() -> None:
     ({"devices": [{"serial": "3c39e7aabbcc", "product_type": "HWE-P1", "role": "grid",
                    "adress": "x"}]}, "c.yml: devices[0].adress: unknown key"),
     ({"cassandra": {"hosts": []}}, "c.yml: cassandra.hosts:"),
+    # no row may outgrow what the sync parses: the extras caps have ceilings
+    ({"max_extra_bytes": 200_000}, "c.yml: max_extra_bytes: must be <= 65536"),
+    ({"max_extra_keys": 100_000}, "c.yml: max_extra_keys: must be <= 4096"),
 ])
 def test_errors_name_file_and_key(patch: dict[str, object], message: str) -> None:
     data = {**GOOD, **patch}

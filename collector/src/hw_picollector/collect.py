@@ -600,7 +600,9 @@ class Collector:
         self._drain()
         self.store.flush()
         error = self.store.write_error
-        if error != self._write_error:
+        # One line when writing stops, one when it works again: the reason's text changes
+        # within one outage (one part per failing device), and the state file has the latest.
+        if bool(error) != bool(self._write_error):
             if error:
                 log.error("cannot write the store (%s): %d rows held in memory, retrying "
                           "every %.3g s", error, self.store.pending_rows(),

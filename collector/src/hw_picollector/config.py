@@ -38,6 +38,9 @@ class ConfigError(Exception):
     """A config problem, already phrased as ``file: key: message``."""
 
 
+MAX_EXTRA_KEYS = 4096
+MAX_EXTRA_BYTES = 64 * 1024
+
 @dataclass(frozen=True)
 class DeviceConfig:
     serial: str
@@ -176,10 +179,14 @@ class _Reader:
             return default
         return value
 
-    def count(self, key: str, default: int, minimum: int = 0) -> int:
+    def count(self, key: str, default: int, minimum: int = 0, maximum: int | None = None
+              ) -> int:
         value: int = self.get(key, int, default)
         if value < minimum:
             self.err(key, f"must be >= {minimum}, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.err(key, f"must be <= {maximum}, got {value}")
             return default
         return value
 
@@ -310,8 +317,10 @@ def parse_config(data: Any, path: str = "<config>") -> Config:
         host=r.get("host", str),
         cassandra=cassandra,
         mdns=r.get("mdns", bool, True),
-        max_extra_keys=r.count("max_extra_keys", 256),
-        max_extra_bytes=r.count("max_extra_bytes", 16384),
+        # Bounded so that no row can grow past what the sync parses (a field over 128 KiB
+        # would be quarantined, not synced).
+        max_extra_keys=r.count("max_extra_keys", 256, maximum=MAX_EXTRA_KEYS),
+        max_extra_bytes=r.count("max_extra_bytes", 16384, maximum=MAX_EXTRA_BYTES),
         max_pending_rows=r.count("max_pending_rows", 3600, minimum=1),
     )
     if errors:

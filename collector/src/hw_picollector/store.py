@@ -226,30 +226,30 @@ def line_ending_at(path: Path, offset: int) -> tuple[int, bytes]:
 
 
 def repair(path: Path) -> int:
-    """Cut a torn or corrupt tail off a day file; returns the bytes removed (0: intact)."""
+    """Cut a torn or corrupt tail off a day file; returns the bytes removed (0: intact).
+
+    The torn last line (no newline) goes whatever its size: a large write cut short (the
+    rows held through a disk-full outage) can leave more than ``TAIL_SCAN`` bytes of it, and
+    the next row appended would be glued onto it. Damaged complete lines before it go too,
+    within the last ``TAIL_SCAN`` bytes of the file.
+    """
     with path.open("rb+") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        start = max(0, size - TAIL_SCAN)
-        fh.seek(start)
-        tail = fh.read()
-        fh.seek(0)
         header = fh.readline()
         width = len(header.decode("utf-8", "replace").strip().split(",")) if header else 0
+        size = fh.seek(0, os.SEEK_END)
+        start = max(0, size - TAIL_SCAN)
         keep = size
         # Walk back from the end over lines that are torn (no newline) or damaged.
-        lines = tail.splitlines(keepends=True)
-        offset = size
-        for line in reversed(lines):
-            line_start = offset - len(line)
+        for line_start, line in lines_before(fh, size):
             is_header = line_start == 0
-            if is_header and line.endswith(b"\n") and line.startswith(b"ts,"):
-                break
-            if line_start < start and not is_header:
-                break  # a partial first line of the scan window: beyond our reach, keep it
-            if not is_header and _valid_line(line, width):
-                break
+            if line.endswith(b"\n"):  # else the torn last line: cut, whatever its size
+                if is_header and line.startswith(b"ts,"):
+                    break
+                if line_start < start and not is_header:
+                    break  # a line starting before the scan window: beyond our reach, keep it
+                if not is_header and _valid_line(line, width):
+                    break
             keep = line_start
-            offset = line_start
         if keep != size:
             fh.truncate(keep)
             fh.flush()
