@@ -150,5 +150,19 @@ def test_the_work_is_linear_in_the_bytes_received() -> None:
             best = min(best, time.perf_counter() - started)
         return best
 
-    small, big = cost(5_000), cost(20_000)
+    small, big = cost(1_000), cost(4_000)
     assert big / small < 8, (small, big)  # a quadratic parser: about 16
+
+
+def test_a_flood_of_tiny_chunks_is_refused() -> None:
+    """Each chunk line costs work: a flood of one-byte chunks stops at MAX_CHUNK_LINES, long
+    before the byte budget would."""
+    from hw_picollector.devices.transport import MAX_CHUNK_LINES, ProtocolError, ResponseParser
+
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    parser = ResponseParser()
+    with pytest.raises(ProtocolError, match="chunk or trailer lines"):
+        parser.feed(head + b"1\r\nx\r\n" * (MAX_CHUNK_LINES + 1) + b"0\r\n\r\n")
+    ok = ResponseParser()
+    assert ok.feed(head + b"1\r\nx\r\n" * (MAX_CHUNK_LINES - 2) + b"0\r\n\r\n")  # + end, trailer
+    assert ok.body == b"x" * (MAX_CHUNK_LINES - 2)

@@ -40,6 +40,7 @@ from hw_picollector.devices.errors import DeviceError, InvalidResponse, TlsError
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_CHUNK_LINES",
     "MAX_EXCHANGE_BYTES",
     "MAX_INTERIM_ANSWERS",
     "READ",
@@ -59,6 +60,9 @@ MAX_EXCHANGE_BYTES = 1 << 20
 MAX_BODY_BYTES = MAX_EXCHANGE_BYTES
 MAX_HEADER_BYTES = 1 << 16  # one header block, chunk line or trailer line
 MAX_INTERIM_ANSWERS = 8  # 1xx answers before the final one
+# Chunk size and trailer lines of one answer: a device's JSON comes in a few chunks at most;
+# a flood of tiny ones would cost CPU per line long before it reached the byte budget.
+MAX_CHUNK_LINES = 4096
 _RECV = 65536
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -484,14 +488,15 @@ class ResponseParser:
 
     Bounded: everything received (interim answers, headers, chunk sizes and extensions,
     trailers, the body) counts against one byte budget, ``MAX_EXCHANGE_BYTES``; a header
-    block or chunk line longer than ``MAX_HEADER_BYTES`` is refused before it is complete.
+    block or chunk line longer than ``MAX_HEADER_BYTES`` is refused before it is complete;
+    at most ``MAX_CHUNK_LINES`` chunk size and trailer lines.
     Linear: every byte is looked at a bounded number of times whatever the split (the search
     for the end of a header block or line resumes where the last one stopped; consumed bytes
     are dropped). Violations raise ``ProtocolError``.
     """
 
-    __slots__ = ("_body", "_budget", "_buf", "_chunk", "_interim", "_method", "_pos", "_scan",
-                 "_state", "body", "keep_alive", "received", "rest", "status")
+    __slots__ = ("_body", "_budget", "_buf", "_chunk", "_interim", "_lines", "_method", "_pos",
+                 "_scan", "_state", "body", "keep_alive", "received", "rest", "status")
 
     def __init__(self, method: str = "GET", budget: int = MAX_EXCHANGE_BYTES) -> None:
         self._method, self._budget = method, budget
@@ -500,6 +505,7 @@ class ResponseParser:
         self._scan = 0  # where the search for the end of the current line or block resumes
         self._state = _HEAD
         self._interim = 0
+        self._lines = 0  # chunk size and trailer lines so far
         self._chunk = 0  # Content-Length left, or the size of the current chunk
         self._body: list[bytes] = []
         self.received = 0
@@ -585,6 +591,9 @@ class ResponseParser:
                 return False
             line = bytes(buf[pos:end])
             self._pos = self._scan = end + 2
+            self._lines += 1
+            if self._lines > MAX_CHUNK_LINES:
+                raise ProtocolError(f"more than {MAX_CHUNK_LINES} chunk or trailer lines")
             if state == _TRAILER:
                 if not line:  # the blank line after the trailer fields
                     self.body = b"".join(self._body)
