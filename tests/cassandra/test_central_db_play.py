@@ -30,6 +30,23 @@ def play(inventory: Path, extra: dict[str, Any], *args: str, playbook: Path = PL
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
+def write_inventory(tmp_path: Path, pi: dict[str, Any]) -> Path:
+    inventory = tmp_path / "inventory" / "hosts.yml"
+    inventory.parent.mkdir()
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"collectors": {"hosts": {
+        "pi1": pi}}}}}))
+    return inventory
+
+
+def settings(tmp_path: Path, keyspace: str, node: Path, **more: Any) -> dict[str, Any]:
+    """The controller's settings for the node, as the superuser (its password is the node's
+    default); central_db keeps its files under tmp_path."""
+    return {"hwpc_cassandra_hosts": ["127.0.0.1"], "hwpc_cassandra_keyspace": keyspace,
+            "hwpc_cassandra_tls_ca_file": str(node / "conf" / "node.pem"),
+            "vault_hwpc_cassandra_superuser_password": "cassandra",
+            "hwpc_central_db_dir": str(tmp_path / "central_db"), **more}
+
+
 def recap(result: subprocess.CompletedProcess[str]) -> str:
     return next(line for line in result.stdout.splitlines() if line.startswith("localhost "))
 
@@ -37,22 +54,14 @@ def recap(result: subprocess.CompletedProcess[str]) -> str:
 def test_superuser_credentials_are_gone_when_the_play_ends(tmp_path: Path, admin: Any,
                                                            keyspace: str, node: Path) -> None:
     pi_role, audit_role = f"pi_{keyspace}", f"audit_{keyspace}"
-    inventory = tmp_path / "inventory" / "hosts.yml"
-    inventory.parent.mkdir()
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"collectors": {"hosts": {
-        "pi1": {"hwpc_site_id": "PLAY01", "hwpc_cassandra_username": pi_role,
-                "vault_hwpc_cassandra_password": "pi-password-of-play01"}}}}}}))
+    inventory = write_inventory(tmp_path, {
+        "hwpc_site_id": "PLAY01", "hwpc_cassandra_username": pi_role,
+        "vault_hwpc_cassandra_password": "pi-password-of-play01"})
     central = tmp_path / "central_db"
     superuser = central / "superuser.json"
-    extra: dict[str, Any] = {
-        "hwpc_cassandra_hosts": ["127.0.0.1"],
-        "hwpc_cassandra_keyspace": keyspace,
-        "hwpc_cassandra_tls_ca_file": str(node / "conf" / "node.pem"),
-        "vault_hwpc_cassandra_superuser_password": "cassandra",
-        "vault_hwpc_cassandra_audit_password": "audit-password-of-play",
-        "hwpc_central_db_audit_role": audit_role,
-        "hwpc_central_db_dir": str(central),
-    }
+    extra = settings(tmp_path, keyspace, node,
+                     vault_hwpc_cassandra_audit_password="audit-password-of-play",
+                     hwpc_central_db_audit_role=audit_role)
     try:
         first = play(inventory, extra)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
@@ -85,24 +94,15 @@ def test_audit_without_an_audit_password_leaves_no_superuser_credentials(
         tmp_path: Path, keyspace: str, node: Path) -> None:
     """check_freshness.yml falls back to the superuser when no audit password is set: the
     credentials file then exists only while the audit runs."""
-    inventory = tmp_path / "inventory" / "hosts.yml"
-    inventory.parent.mkdir()
     # A Pi nobody answers for (nothing listens on that loopback address's SSH port).
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"collectors": {"hosts": {
-        "pi1": {"hwpc_site_id": "PLAY02", "ansible_host": "127.0.1.254",
-                "ansible_ssh_common_args": "-o ConnectTimeout=3",
-                "hwpc_devices": [{"serial": "3c39e7aabbcc"}]}}}}}}))
+    inventory = write_inventory(tmp_path, {
+        "hwpc_site_id": "PLAY02", "ansible_host": "127.0.1.254",
+        "ansible_ssh_common_args": "-o ConnectTimeout=3",
+        "hwpc_devices": [{"serial": "3c39e7aabbcc"}]})
     central = tmp_path / "central_db"
-    extra: dict[str, Any] = {
-        "hwpc_cassandra_hosts": ["127.0.0.1"],
-        "hwpc_cassandra_keyspace": keyspace,
-        "hwpc_cassandra_tls_ca_file": str(node / "conf" / "node.pem"),
-        "vault_hwpc_cassandra_superuser_password": "cassandra",
-        "hwpc_central_db_dir": str(central),
-        "hwpc_freshness_report_dir": str(tmp_path / "reports"),
-        "hwpc_freshness_work_dir": str(tmp_path / "work"),
-        "freshness_fail": False,
-    }
+    extra = settings(tmp_path, keyspace, node,
+                     hwpc_freshness_report_dir=str(tmp_path / "reports"),
+                     hwpc_freshness_work_dir=str(tmp_path / "work"), freshness_fail=False)
     result = play(inventory, extra, playbook=ROOT / "playbooks" / "check_freshness.yml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Reading Cassandra as the superuser" in result.stdout

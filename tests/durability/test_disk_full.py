@@ -33,6 +33,20 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def fill(disk: Path, log: Path) -> Path:
+    """Take every free byte of disk; returns the filler file once the collector said so."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    wait_for(lambda: b"cannot write the store" in log.read_bytes(), 30,
+             what="the disk-full error in the log")
+    return filler
+
+
 def state(data: Path) -> dict[str, object]:
     try:
         result: dict[str, object] = json.loads((data / "state" / "collector.json").read_text())
@@ -50,15 +64,7 @@ def test_disk_full_then_space_returns(tmp_path: Path, small_disk: Path,
     proc = start_collector(config, log)
     try:
         wait_for(lambda: len(read_device(data, meters[0].serial)) > 5, 30, what="first rows")
-        filler = small_disk / "filler"
-        with filler.open("wb", buffering=0) as fh:  # fill every free byte
-            try:
-                while True:
-                    fh.write(b"\0" * 4096)
-            except OSError:
-                pass
-        wait_for(lambda: b"cannot write the store" in log.read_bytes(), 30,
-                 what="the disk-full error in the log")
+        filler = fill(small_disk, log)
         rows_full = len(read_device(data, meters[0].serial))
         # While the disk is full, the collector keeps polling and holds the rows in memory.
         wait_for(lambda: b"No space left" in log.read_bytes(), 10, what="the reason")
@@ -97,15 +103,7 @@ def test_a_long_disk_full_drops_the_oldest_samples_and_counts_them(
     proc = start_collector(config, log)
     try:
         wait_for(lambda: len(read_device(data, meters[0].serial)) > 5, 30, what="first rows")
-        filler = small_disk / "filler"
-        with filler.open("wb", buffering=0) as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * 4096)
-            except OSError:
-                pass
-        wait_for(lambda: b"cannot write the store" in log.read_bytes(), 30,
-                 what="the disk-full error in the log")
+        filler = fill(small_disk, log)
 
         def dropping() -> dict[str, Any] | None:
             report = status(config)

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import zipfile
 import zoneinfo
 from collections.abc import Iterator
@@ -387,15 +386,12 @@ def test_a_sheet_beyond_the_cap_is_refused_before_it_is_loaded(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = two_sheets(tmp_path, hook=_with_far_cell)
     assert path.stat().st_size < 20_000
-    t0 = time.monotonic()
     rc, out, _ = run_check(path, capsys)
-    elapsed = time.monotonic() - t0
     assert rc == 1
     assert out == (f"{path}: devices!A1:GR4000: the sheet's cells reach row 4000 and column 200 "
                    "(GR); the importer reads at most 10000 rows and 50 columns (A1:AX10000): "
                    "delete the cells beyond (a stray value, formatting or merged cells) or "
                    "move them to another workbook\n")
-    assert elapsed < 5, f"{elapsed:.1f} s"
 
 
 def test_the_cap_is_computed_from_the_cells_not_the_sheets_dimension(
@@ -438,14 +434,12 @@ def test_a_merged_range_of_too_many_cells_is_refused(
     _rewrite_member(path, re.escape(_devices_part(path)), lambda xml: xml.replace(
         "</sheetData>", '</sheetData><mergeCells count="1"><mergeCell ref="A5:AX10000"/>'
         "</mergeCells>"))
-    t0 = time.monotonic()
     rc, out, _ = run_check(path, capsys)
     assert rc == 1
     assert out == (f"{path}: devices: more than 100,000 cells in the workbook by the merged "
                    "range A5:AX10000 of this sheet; the importer reads at most 100,000 (10,000 "
                    "rows of devices are 70,000): delete what a sites workbook does not need or "
                    "move it to another workbook\n")
-    assert time.monotonic() - t0 < 5
 
 
 def test_too_many_cells_in_all_are_refused_without_reading_them_all(

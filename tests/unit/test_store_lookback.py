@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from hw_picollector import checkpoints, store, sync
+from hw_picollector import checkpoints, store
 from hw_picollector.checkpoints import Checkpoint
-from tests.unit.test_sync_batches import P1, P1_COLUMNS, Immediate, config
+from tests.unit.test_sync_batches import P1, P1_COLUMNS, config, sync_all
 
 HEADER = ("ts", *P1_COLUMNS, "extra")
 SIZES = {"5k": 5 << 10, "70k": 70 << 10, "300k": 300 << 10}
@@ -84,15 +83,6 @@ def test_row_ending_at_a_big_row(tmp_path: Path, size: int) -> None:
         found = store.row_ending_at(path, offset)
         assert found is not None and found[1][0] == ts
         assert found[1][HEADER.index("power_w")] == repr(float(n))
-
-
-def sync_all(cfg: Any) -> tuple[sync.Syncer, Immediate]:
-    session = Immediate(failures=0)
-    syncer = sync.Syncer(cfg, session)
-    for serial, path in sync.pending_files(cfg.data_dir):
-        syncer.sync_file(serial, path)
-    syncer.window.drain()
-    return syncer, session
 
 
 def test_big_rows_are_sent_once(tmp_path: Path) -> None:

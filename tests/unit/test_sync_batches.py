@@ -423,3 +423,13 @@ def test_a_refused_write_fails_at_once() -> None:
         window.send("x", lambda: None)
         window.drain()
     assert session.sent == ["x"]
+
+
+def sync_all(cfg: Any, session: Any = None) -> tuple[sync.Syncer, Any]:
+    """Every pending file of cfg's store through one Syncer, acknowledged at once."""
+    session = session or Immediate(failures=0)
+    syncer = sync.Syncer(cfg, session)
+    for serial, path in sync.pending_files(cfg.data_dir):
+        syncer.sync_file(serial, path)
+    syncer.window.drain()
+    return syncer, session

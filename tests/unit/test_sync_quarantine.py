@@ -24,9 +24,9 @@ from tests.unit.test_sync_batches import (
     P1,
     P1_COLUMNS,
     FakeSession,
-    Immediate,
     config,
     p1_rows,
+    sync_all,
     write_day,
 )
 
@@ -141,15 +141,6 @@ def test_a_line_refused_by_one_pass_is_refused_by_all(tmp_path: Path) -> None:
 
 
 # -- the sync ----------------------------------------------------------------------------
-
-
-def sync_all(cfg: Any, session: Any = None) -> tuple[sync.Syncer, Any]:
-    session = session or Immediate(failures=0)
-    syncer = sync.Syncer(cfg, session)
-    for serial, path in sync.pending_files(cfg.data_dir):
-        syncer.sync_file(serial, path)
-    syncer.window.drain()
-    return syncer, session
 
 
 def rows_sent(session: Any) -> int:

@@ -42,14 +42,14 @@ def test_a_trickling_answer_times_out_at_the_deadline(mode: str) -> None:
         elapsed = time.monotonic() - started
         stop.set()
     assert err.value.state == "timeout"
-    assert 0.45 < elapsed < 0.8, elapsed
+    assert 0.45 < elapsed < 1.5, elapsed  # the trickle alone would take several seconds
     assert not conn.connected
 
 
 def test_the_deadline_covers_a_slow_connect_and_send_too(mode: str) -> None:
     """A device that accepts, then answers only after the deadline: no extra time per step."""
     def late(conn: socket.socket, _request: bytes) -> bool:
-        time.sleep(0.7)
+        time.sleep(2.5)
         conn.sendall(OK)
         return True
 
@@ -57,7 +57,7 @@ def test_the_deadline_covers_a_slow_connect_and_send_too(mode: str) -> None:
         started = time.monotonic()
         with pytest.raises(Unreachable, match=r"no answer within 0\.5 s"):
             call(conn, mode, "GET", "/", "x", 0.5)
-        assert time.monotonic() - started < 0.7
+        assert time.monotonic() - started < 1.5  # not the 2.5 s the device takes
 
 
 def flood_then(head: bytes, burst: bytes, total: int,
