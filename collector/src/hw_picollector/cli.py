@@ -16,6 +16,9 @@ from hw_picollector.config import Config, ConfigError, load_config
 
 log = logging.getLogger("hw_picollector")
 
+DEFAULT_CONFIG = "/etc/hw-picollector/config.yml"  # where the collector role writes it
+CONFIG_ENV = "HWPC_CONFIG"
+
 
 class Failure(Exception):
     """A failure already phrased for the operator: printed as one line, exit 1."""
@@ -146,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
             config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        if config:
-            p.add_argument("--config", required=True, metavar="FILE",
-                           help="config file, e.g. /etc/hw-picollector/config.yml")
+        if config:  # the Pi's commands: its config has one place
+            p.add_argument("--config", metavar="FILE",
+                           default=os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
+                           help=f"config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})")
         p.set_defaults(func=func)
         return p
 

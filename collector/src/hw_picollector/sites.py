@@ -45,9 +45,10 @@ Also refused:
   every character other than ``a-z``, ``0-9`` and ``_`` as ``_`` (``CDB-001`` and ``CDB.001``
   are both ``pi_cdb_001``; the rule of the collector role's ``hwpc_cassandra_username``), and
   a site id whose login would be longer than a role name may be (48 characters).
-- A sheet whose cells (values, formatting or merged ranges) reach beyond row 10,000 or column
-  50 (AX), a workbook of more than 100,000 cells in all or 100 MB uncompressed: checked on
-  the file's XML before the workbook is loaded, so a stray cell at row 1,000,000 costs nothing.
+- A sheet whose cells (values, formatting, merged ranges, hyperlinks, comments) reach beyond
+  row 10,000 or column 50 (AX), a workbook of more than 100,000 cells in all or 100 MB
+  uncompressed: checked on the file's XML before the workbook is loaded, so a stray cell at
+  row 1,000,000 costs nothing.
 - Timezones are checked against the IANA database of the ``tzdata`` package (a dependency of
   the ``controller`` extra), so the check does not depend on the machine's own database.
 
@@ -837,6 +838,12 @@ def _dict_entry(item: dict[Any, Any], warn: Callable[[str], None]) -> _Entry:
     entry.api = _as_text(data.get("api"))
     entry.label = _as_text(data.get("label"))
     entry.kind = entry.product_type or entry.role
+    for key in ("serial", "product_type", "role", "api", "label"):
+        # the cell may spell it with escapes (\u007b{ in JSON, \x7b{ in Python)
+        template = _template_problem(_as_text(data.get(key)))
+        if template:
+            entry.problem = f"key {key!r}: {template}"
+            return entry
     if entry.product_type is None and entry.role is None:
         entry.problem = f"mapping with keys {text}: give its product_type (or its role)"
         return entry
@@ -1061,7 +1068,7 @@ class _Extent:
     def start(self, tag: str, attrs: dict[str, str]) -> None:
         name = _local(tag)
         if not self.sheet:
-            if name != "worksheet":
+            if name not in ("worksheet", "comments"):
                 raise _Stop  # another part of the workbook
             self.sheet = True
         elif name == "c":
@@ -1074,15 +1081,31 @@ class _Extent:
             self.cells += 1
             self.at = f"row {self.row}"
         elif name == "row":
-            r = attrs.get("r", "")
-            self.row = int(r) if r.isascii() and r.isdigit() else self.row + 1
+            r = attrs.get("r")
+            if r is None:
+                self.row += 1
+            elif r.isascii() and r.isdigit():
+                self.row = int(r)
+            else:  # openpyxl would also read "1e6" as row 1,000,000
+                raise _XmlRefused(f"the row number {r[:20]!r}")
             self.col = 0
-        elif name == "mergeCell" and "ref" in attrs:
+            if {k for k in attrs if not k.startswith("{")} - {"r", "spans"}:
+                self.reach(self.row, 0)  # openpyxl keeps a row's formatting: one object more
+                self.cells += 1
+                self.at = f"row {self.row}"
+        elif name in ("mergeCell", "hyperlink") and "ref" in attrs:
+            # openpyxl builds every cell of a merged range, and of a hyperlink's range
             corners = [_cell_ref(corner) for corner in attrs["ref"].split(":")]
             rows, cols = [r for r, _ in corners], [c for _, c in corners]
             self.reach(max(rows), max(cols))
-            self.cells += (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1) - 1
-            self.at = f"the merged range {attrs['ref']}"
+            self.cells += (max(rows) - min(rows) + 1) * (max(cols) - min(cols) + 1) - \
+                (name == "mergeCell")
+            what = "merged range" if name == "mergeCell" else "hyperlink of"
+            self.at = f"the {what} {attrs['ref']}"
+        elif name == "comment" and "ref" in attrs:  # openpyxl builds the cell it annotates
+            self.reach(*_cell_ref(attrs["ref"]))
+            self.cells += 1
+            self.at = f"the comment on {attrs['ref']}"
         if self.cells > self.budget:
             raise _Stop
 
@@ -1097,8 +1120,8 @@ def _cell_ref(text: str) -> tuple[int, int]:
 def _size_problems(path: str) -> list[str]:
     """A workbook too big to load: more than MAX_UNCOMPRESSED_BYTES or MAX_CELLS, or a
     worksheet whose cells reach beyond MAX_ROWS or MAX_COLUMNS. Read from the zip and the XML
-    of every part that is a worksheet, streaming, and never beyond MAX_CELLS cells; what is
-    unreadable here is left to openpyxl to report."""
+    of every part that is a worksheet (or its comments), streaming, and never beyond MAX_CELLS
+    cells; what is unreadable here is left to openpyxl to report."""
     try:
         with zipfile.ZipFile(path) as z:
             members = z.infolist()
