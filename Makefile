@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deps lint test test-unit test-molecule test-arm64 test-fleet demo demo-down bench cassandra-up cassandra-down \
+.PHONY: help venv deps lint check test test-node test-molecule test-arm64 test-fleet demo demo-down bench cassandra-up cassandra-down \
         fleet-up fleet-down clean
 
 help:  ## list the commands
@@ -26,29 +26,32 @@ venv: $(STAMP)  ## Python environment with the collector and every tool
 deps:  ## Debian packages the demo and tests need (JDK 17, Maven, ...), when missing
 	bash tests/harness/deps.sh
 
-lint: venv  ## ruff, mypy, yamllint, ansible-lint (production profile)
+lint: venv  ## ruff, mypy, import contracts, yamllint, ansible-lint (production profile)
 	$(BIN)/ruff check --config collector/pyproject.toml collector/src tests
-	cd collector && ../$(BIN)/mypy
+	cd collector && ../$(BIN)/mypy && ../$(BIN)/lint-imports --no-cache
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --offline -q
 
-test-molecule: venv  ## the collector role on an nspawn host (needs root and make cassandra-up)
-	cd roles/collector && PATH=$(CURDIR)/$(BIN):$$PATH molecule test
+# The lanes of `make test`, in its order; together they run every test once (tests/lanes.sh).
+check: venv  ## lane 1: lint, unit, device contract, durability: no root, no services, in parallel
+	bash tests/lanes.sh check
 
-test-arm64: venv  ## test-molecule on an arm64 (Raspberry Pi) host under qemu-user emulation
-	@t0=$$(date +%s); cd roles/collector && PATH=$(CURDIR)/$(BIN):$$PATH molecule test -s arm64; \
-	rc=$$?; echo "test-arm64: $$(( $$(date +%s) - t0 )) s, exit $$rc"; exit $$rc
+test-node: deps venv  ## lane 2: the Cassandra node's tests, and the slow or root-only ones (starts the node)
+	bash tests/lanes.sh node
 
-test-fleet: venv  ## end-to-end fault tests on the demo fleet (needs root; starts the demo)
-	$(PYTEST) -q -p no:cacheprovider tests/fleet
+test-molecule: venv  ## lane 3: the collector role on an nspawn host (needs root and make cassandra-up)
+	bash tests/lanes.sh molecule
 
-test-unit: venv  ## fast tests: unit, device contract, store durability
-	$(PYTEST) -q tests/unit tests/contract tests/durability
+test-arm64: venv  ## lane 4: test-molecule on an arm64 (Raspberry Pi) host under qemu-user emulation
+	bash tests/lanes.sh arm64
 
-test: deps venv  ## every test (starts and stops what it needs; HWPC_TEST_ARM64=0: no arm64 scenario)
-	bash tests/run-all.sh
+test-fleet: venv  ## lane 5: end-to-end fault tests on the demo fleet (needs root; starts the demo)
+	bash tests/lanes.sh fleet
 
-demo: deps venv  ## a simulated fleet: Cassandra, 3 nspawn Pis, meters, site.yml, fleet report
+test: deps venv  ## every test, lane by lane (starts and stops what it needs; HWPC_TEST_ARM64=0: no arm64 lane)
+	bash tests/lanes.sh all
+
+demo: deps venv  ## a simulated fleet: Cassandra, 3 nspawn Pis, meters, site.yml, freshness report
 	bash tests/harness/demo.sh
 
 demo-down:  ## stop everything the demo started

@@ -2,7 +2,7 @@
 
 1. The central-only part over N synthetic sites (default 1,000): rows written straight into
    `device_latest` (2 devices per site) and `heartbeats`, a fleet file in which no host
-   answers, then `hwpc audit` as check_freshness.yml runs it — wall time of the whole
+   answers, then `hwpc freshness` as check_freshness.yml runs it — wall time of the whole
    command (Python start, connect, queries, verdicts, table, JSON, HTML). Target ≤ 10 s.
    The same with 24-hour coverage strips (24 + 2 count queries per device) is reported too.
 2. `check_freshness.yml` wall time on the demo fleet when it is up (`make demo`: 3 hosts;
@@ -90,12 +90,12 @@ def _audit(fleet: Path, coverage_hours: int) -> tuple[float, dict]:
     out = BUILD / "reports"
     t0 = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "hw_picollector", "audit", "--config", str(BUILD / "config.yml"),
+        [sys.executable, "-m", "hw_picollector", "freshness", "--config", str(BUILD / "config.yml"),
          "--fleet", str(fleet), "--out-dir", str(out), "--coverage-hours", str(coverage_hours),
          "--no-fail"], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if result.returncode != 0:
-        raise SystemExit(f"hwpc audit failed: {result.stderr[-2000:]}")
+        raise SystemExit(f"hwpc freshness failed: {result.stderr[-2000:]}")
     return wall, json.loads((out / "freshness-latest.json").read_text())
 
 
@@ -109,7 +109,7 @@ def _playbook_walls(runs: int = 3) -> tuple[int, list[float]] | None:
     walls = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(["bash", str(ROOT / "tests" / "harness" / "demo.sh"), "audit",
+        subprocess.run(["bash", str(ROOT / "tests" / "harness" / "demo.sh"), "freshness",
                         "-e", "freshness_fail=false"], check=True, capture_output=True, env=env)
         walls.append(time.perf_counter() - t0)
     return hosts, walls
@@ -142,7 +142,7 @@ def main() -> int:
             "hosts": play[0], "wall_s": [round(w, 1) for w in play[1]]},
     }
     print(f"fleet audit, central only, {args.sites} sites / {2 * args.sites} devices: "
-          f"{min(runs):.2f} to {max(runs):.2f} s per `hwpc audit` (target ≤ 10 s); verdicts "
+          f"{min(runs):.2f} to {max(runs):.2f} s per `hwpc freshness` (target ≤ 10 s); verdicts "
           f"{result['verdicts']}")
     print(f"with 24-hour coverage strips, {args.coverage_sites} sites: {cov_wall:.2f} s")
     print("check_freshness.yml on the demo fleet: " + (

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from hw_picollector.schema import MEASUREMENT_COLUMNS, TABLES
 from hw_picollector.store import parse_ts
+from hw_picollector.tables import MEASUREMENT_COLUMNS, TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "bench-sync"

@@ -129,7 +129,7 @@ def local_rows(data_dir: Path, site_id: str) -> set[Row]:
 
 def central_rows(session: Any, keyspace: str, site_id: str, devices: list[str],
                  days: list[date]) -> set[Row]:
-    from hw_picollector.schema import MEASUREMENT_COLUMNS
+    from hw_picollector.tables import MEASUREMENT_COLUMNS
 
     rows: set[Row] = set()
     cols = ", ".join(MEASUREMENT_COLUMNS)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hw_picollector.schema import PI_WRITE_TABLES
+from hw_picollector.tables import PI_WRITE_TABLES
 from tests.cassandra.conftest import hwpc, make_config, to_ms
 from tests.cassandra.test_sync import P1, assert_exactly_once, history, role_command
 

@@ -25,6 +25,8 @@ import yaml
 
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.root  # creates network namespaces: the node lane
+
 HWPC = [sys.executable, "-m", "hw_picollector"]
 TOKEN = "0123456789ABCDEF0123456789ABCDEF"
 

@@ -20,6 +20,8 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from hw_picollector.config import DeviceConfig
 from hw_picollector.devices.errors import MAX_DETAIL_CHARS
 from tests.conftest import free_port
@@ -72,6 +74,7 @@ def rss_mb() -> float:
     return 0.0
 
 
+@pytest.mark.slow  # 30 s, and it measures CPU: runs in the serial lane
 def test_hostile_devices_starve_no_other(tmp_path: Path) -> None:
     serials = {fault: f"3c39e7ba{n:04x}" for n, fault in enumerate(["none", *EXPECTED])}
     with ExitStack() as stack:

@@ -18,6 +18,8 @@ from hw_picollector.simulator.server import SimulatedDevice
 from tests.conftest import wait_for
 from tests.durability.conftest import HWPC, read_device, start_collector, write_config
 
+pytestmark = pytest.mark.root  # mounts a small tmpfs: the node lane
+
 INTERVAL = 0.2
 
 

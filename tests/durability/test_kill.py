@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from hw_picollector.simulator.server import SimulatedDevice
 from tests.durability.conftest import read_device, start_collector, write_config
 
@@ -17,6 +19,7 @@ FLUSH = 0.5
 KILLS = 20
 
 
+@pytest.mark.slow  # 30 s of kills and restarts
 def test_sigkill_twenty_times(tmp_path: Path, meters: list[SimulatedDevice]) -> None:
     data = tmp_path / "data"
     config = write_config(tmp_path / "config.yml", data, meters,

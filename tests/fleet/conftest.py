@@ -64,7 +64,7 @@ def audit(*flags: str, **extra: Any) -> tuple[int, dict[str, Any], str]:
         args += ["-e", f"{key}={value}"]
     if REPORT.exists():
         REPORT.unlink()
-    result = sh("bash", DEMO, "audit", *args, check=False)
+    result = sh("bash", DEMO, "freshness", *args, check=False)
     assert REPORT.exists(), f"no report written:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
     return result.returncode, json.loads(REPORT.read_text()), result.stdout
 

@@ -106,22 +106,37 @@ def test_site_yml_second_run_changes_nothing():
         assert _recap(out, "failed") == dict.fromkeys(changed, 0)
 
 
-def test_stopped_collector_makes_its_site_stale():
-    ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=stopped",
-            become=True)
+def readme_host_commands() -> list[str]:
+    """The commands the README shows for the running demo fleet, one string each."""
+    text = (ROOT / "README.md").read_text()
+    after = text.split("Everything else then works against the demo fleet:", 1)[1]
+    block = after.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_host_commands_work_as_written_and_a_stopped_collector_is_stale():
+    """The README's commands, run as a user types them: the last but one stops pi1's
+    collector, so the audit must then call pi1 stale, and only pi1."""
+    commands = readme_host_commands()
+    assert len(commands) >= 4, commands
+    assert "name=hw-picollector.service state=stopped" in commands[2]
     try:
-        rc, report, _ = audit_until(lambda v: v.get("pi2") == "stale", 150, "pi2 stale")
+        for command in commands:
+            out = sh("bash", "-c", command).stdout  # from the top level, as a user types it
+            if command.endswith("hwpc status"):
+                assert f"site {SITES['pi1']} on " in out, out
+        rc, report, _ = audit_until(lambda v: v.get("pi1") == "stale", 150, "pi1 stale")
         assert rc != 0, "the play must fail when a site is stale"
-        assert verdicts(report) == {"pi1": "ok", "pi2": "stale", "pi3": "ok"}
-        site = next(s for s in report["sites"] if s["host"] == "pi2")
+        assert verdicts(report) == {"pi1": "stale", "pi2": "ok", "pi3": "ok"}
+        site = next(s for s in report["sites"] if s["host"] == "pi1")
         assert site["service_active"] is False
         assert any("newest local sample" in r for r in site["reasons"])
         rc, report, _ = audit(freshness_fail="false")
         assert rc == 0, "freshness_fail=false reports without failing"
     finally:
-        ansible("pi2", "ansible.builtin.systemd", "name=hw-picollector.service state=started",
+        ansible("pi1", "ansible.builtin.systemd", "name=hw-picollector.service state=started",
                 become=True)
-    audit_until(all_ok, 150, "pi2 back to ok")
+    audit_until(all_ok, 150, "pi1 back to ok")
 
 
 def _backlog(host: str) -> int:

@@ -7,10 +7,11 @@
 #     a PV kWh meter at two, one of them on API v2 with a token from the vault)
 #   - inventories/demo imported from files/users_config.example.xlsx, secrets in an
 #     ansible-vault file encrypted with a generated password (build/demo/vault-pass)
-#   - playbooks/site.yml, a wait until data reaches Cassandra, then check_freshness.yml
+#   - site.yml, a wait until data reaches Cassandra, then check_freshness.yml
 #
 #   demo.sh [up]        all of the above (idempotent: what is already up is reused)
-#   demo.sh audit [ARGS] check_freshness.yml against the demo fleet (ARGS go to ansible-playbook)
+#   demo.sh freshness [ARGS]  check_freshness.yml against the demo fleet (ARGS go to
+#                        ansible-playbook; `audit`, the old name, still works)
 #   demo.sh deploy [ARGS] site.yml against the demo fleet
 #   demo.sh down        stop everything it started, by PID, and leave nothing running
 #
@@ -199,9 +200,11 @@ YAML
 
 playbook() { # playbook, args...
   local pb=$1; shift
+  # As the users type it: the top-level site.yml and check_freshness.yml (they import playbooks/).
+  [ -f "$ROOT/$pb" ] || pb="playbooks/$pb"
   # serial: is a play keyword, templated before any inventory variable is known: extra vars.
   ansible-playbook -i "$INV" --vault-password-file "$VAULT_PASS" \
-    -e '{"hwpc_rollout_batches": ["100%"]}' "$ROOT/playbooks/$pb" "$@"
+    -e '{"hwpc_rollout_batches": ["100%"]}' "$ROOT/$pb" "$@"
 }
 
 cmd_up() {
@@ -219,7 +222,7 @@ cmd_up() {
   tail -n 1 "$STATE/cassandra-up.log"
   start_simulators
   make_inventory
-  say "deploying with playbooks/site.yml"
+  say "deploying with site.yml"
   playbook site.yml
   say "waiting up to $WAIT s for every site's data to reach Cassandra ..."
   local deadline=$(( $(date +%s) + WAIT ))
@@ -230,7 +233,7 @@ cmd_up() {
   done
   rc=0
   playbook check_freshness.yml || rc=$?
-  say "fleet report printed $(( $(date +%s) - t0 )) s after the start"
+  say "freshness report printed $(( $(date +%s) - t0 )) s after the start"
   say "HTML report: $ROOT/reports/freshness-latest.html"
   say "the fleet keeps running: ssh -F $FLEET_DIR/ssh_config pi1; stop it with: make demo-down"
   return "$rc"
@@ -250,9 +253,9 @@ cmd_down() {
 
 case "${1:-up}" in
   up) cmd_up ;;
-  audit) shift; playbook check_freshness.yml "$@" ;;
+  freshness|audit) shift; playbook check_freshness.yml "$@" ;;  # audit: the old name
   deploy) shift; playbook site.yml "$@" ;;
   simulators) start_simulators ;;
   down) cmd_down ;;
-  *) die "usage: demo.sh [up|audit|deploy|simulators|down]" ;;
+  *) die "usage: demo.sh [up|freshness|deploy|simulators|down]" ;;
 esac

@@ -442,9 +442,9 @@ def _cli_fleet(tmp_path: Path) -> Path:
     return fleet_file(tmp_path, json.dumps(hostile), '{"devices": "none"}', now=now)
 
 
-def test_audit_command_reports_every_site_despite_a_hostile_status(
+def test_freshness_command_reports_every_site_despite_a_hostile_status(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`hwpc audit` with the arguments of the freshness role (roles/freshness/tasks/report.yml);
+    """`hwpc freshness` with the arguments of the freshness role (roles/freshness/tasks/report.yml);
     Cassandra stands in for a session that answers for the healthy site only."""
     from hw_picollector import cassandra_session, cli
 
@@ -466,7 +466,7 @@ def test_audit_command_reports_every_site_despite_a_hostile_status(
 
     monkeypatch.setattr(freshness, "query_central", query_central)
     out_dir = tmp_path / "reports"
-    argv = ["audit", "--config", str(config), "--fleet", str(_cli_fleet(tmp_path)),
+    argv = ["freshness", "--config", str(config), "--fleet", str(_cli_fleet(tmp_path)),
             "--out-dir", str(out_dir), "--freshness-max-age-s", "600", "--sync-max-lag-s",
             "900", "--heartbeat-max-age-s", "900", "--coverage-hours", "24"]
     assert cli.main(argv) == 1            # the role accepts 0 and 1: 1 = a site is not ok
@@ -480,6 +480,12 @@ def test_audit_command_reports_every_site_despite_a_hostile_status(
     capsys.readouterr()
     assert cli.main([*argv, "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["summary"]["stale"] == 2
+    # The old name still works for a release, and says it is going.
+    assert cli.main(["audit", *argv[1:], "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"]["stale"] == 2
+    assert "`hwpc audit` is deprecated" in captured.err
+    assert "hwpc freshness" in captured.err
 
 
 def test_status_that_never_ran_says_so(tmp_path: Path):

@@ -33,7 +33,7 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStat
 from hw_picollector import batches, checkpoints, store, sync
 from hw_picollector.cassandra_session import DatabaseError
 from hw_picollector.config import parse_config
-from hw_picollector.schema import EXPECTED
+from hw_picollector.tables import EXPECTED
 
 P1 = "3c39e7aabb01"
 KWH = "3c39e7aabb02"

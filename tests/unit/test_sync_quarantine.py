@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from hw_picollector import checkpoints, health, metrics, quarantine, store, sync
-from hw_picollector.schema import EXPECTED, TABLES
+from hw_picollector.tables import EXPECTED, TABLES
 from tests.unit.test_sync_batches import (
     P1,
     P1_COLUMNS,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hw_picollector.config import CassandraConfig
+from hw_picollector.tables import PI_WRITE_TABLES
 
 
 class DatabaseError(Exception):
@@ -63,8 +64,6 @@ def explain(exc: BaseException, cfg: CassandraConfig, user: str | None) -> str:
     if isinstance(exc, AuthenticationFailed):
         return f"Cassandra {where(cfg)}: authentication failed for user {user!r}"
     if isinstance(exc, Unauthorized):
-        from hw_picollector.schema import PI_WRITE_TABLES  # (schema imports this module)
-
         return (f"Cassandra {where(cfg)}: permission denied ({_one_line(text)}); a Pi's role "
                 f"needs MODIFY on {cfg.keyspace}.{{{','.join(PI_WRITE_TABLES)}}} "
                 "(hwpc db create-role)")

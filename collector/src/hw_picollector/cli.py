@@ -118,8 +118,12 @@ def cmd_pair(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
+def cmd_freshness(args: argparse.Namespace) -> int:
     from hw_picollector import freshness
+
+    if args.command == "audit":
+        print("hwpc: `hwpc audit` is deprecated and goes in the next release: "
+              "use `hwpc freshness`", file=sys.stderr)
 
     th = freshness.Thresholds(freshness_max_age_s=args.freshness_max_age_s,
                               sync_max_lag_s=args.sync_max_lag_s,
@@ -129,7 +133,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                              coverage_hours=args.coverage_hours, fail=args.fail,
                              as_json=args.json)
     except (OSError, ValueError) as exc:
-        raise Failure(f"audit: {exc}") from exc
+        raise Failure(f"freshness: {exc}") from exc
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
@@ -147,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
-            config: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+            config: bool = True, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, aliases=list(aliases))
         if config:  # the Pi's commands: its config has one place
             p.add_argument("--config", metavar="FILE",
                            default=os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
@@ -213,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", help="CA to trust instead of the HomeWizard CA")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S")
 
-    p = add("audit", cmd_audit, "fleet freshness report: local status of every Pi plus "
-            "what Cassandra knows; verdict per site (controller side)")
+    p = add("freshness", cmd_freshness, "the freshness report: local status of every Pi plus "
+            "what Cassandra knows; verdict per site (controller side; `audit`: deprecated)",
+            aliases=("audit",))
     p.add_argument("--fleet", required=True, metavar="FILE",
                    help="fleet file written by playbooks/check_freshness.yml")
     p.add_argument("--out-dir", default="reports", metavar="DIR",

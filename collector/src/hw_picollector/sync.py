@@ -56,7 +56,7 @@ from hw_picollector.cassandra_session import DatabaseError, connect, driver_quie
 from hw_picollector.checkpoints import Checkpoint
 from hw_picollector.config import Config
 from hw_picollector.devices.canonical import TEXT_COLUMNS
-from hw_picollector.schema import MEASUREMENT_COLUMNS
+from hw_picollector.tables import MEASUREMENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
