@@ -28,6 +28,9 @@ from openpyxl.styles import Font
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.writer.excel import ExcelWriter
 
+from hw_picollector import catalog
+from hw_picollector.catalog import API_NAMES, ROLE_NAMES
+
 HERE = Path(__file__).resolve().parent
 EXAMPLE = "users_config.example.xlsx"
 LEGACY = "users_config.legacy.example.xlsx"
@@ -62,9 +65,6 @@ LEGACY_ROWS: list[list[Any]] = [
                      '"label": "PV inverter, 3-phase"}]'],
 ]
 
-PRODUCT_TYPES = ("HWE-P1", "HWE-KWH1", "SDM230-wifi", "HWE-KWH3", "SDM630-wifi", "HWE-SKT",
-                 "HWE-WTR", "HWE-BAT")
-ROLES = ("grid", "production", "consumption", "battery", "water")
 
 
 def _fill(ws: Any, rows: list[list[Any]], widths: list[int]) -> None:
@@ -100,9 +100,9 @@ def build_example() -> Workbook:
     _choices(sites, "D", ("TRUE", "FALSE"))
     devices = wb.create_sheet("devices")
     _fill(devices, DEVICES, [10, 15, 14, 12, 17, 5, 22])
-    _choices(devices, "C", PRODUCT_TYPES)
-    _choices(devices, "D", ROLES)
-    _choices(devices, "F", ("v1", "v2"))
+    _choices(devices, "C", catalog.product_types())
+    _choices(devices, "D", ROLE_NAMES)
+    _choices(devices, "F", API_NAMES)
     return wb
 
 

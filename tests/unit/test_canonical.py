@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from hw_picollector.catalog import product_types
 from hw_picollector.devices.canonical import (
     ALL_COLUMNS,
-    PRODUCT_TYPES,
     TEXT_COLUMNS,
     Sample,
     canonical_name,
@@ -76,9 +76,9 @@ def test_floats_and_nulls_are_kept_verbatim_in_the_fixtures() -> None:
 
 def test_all_columns_is_the_ordered_union() -> None:
     assert len(set(ALL_COLUMNS)) == len(ALL_COLUMNS)
-    union = {c for ptype in PRODUCT_TYPES for c in columns(ptype)}
+    union = {c for ptype in product_types() for c in columns(ptype)}
     assert union == set(ALL_COLUMNS)
-    for ptype in PRODUCT_TYPES:
+    for ptype in product_types():
         cols = columns(ptype)
         assert list(cols) == sorted(cols, key=ALL_COLUMNS.index)
     assert {"gas_ts"} == TEXT_COLUMNS

@@ -114,12 +114,21 @@ def test_serves_until_sigterm(tmp_path: Path, api: str) -> None:
 
 
 def test_the_cli_choices_are_the_models() -> None:
-    """add_arguments takes the type and role choices from config (cheap to import)."""
-    from hw_picollector import config
+    """add_arguments takes the type and role choices from the catalog (cheap to import): every
+    product type but the display, which has no measurements to simulate."""
+    from hw_picollector import catalog, simulator
     from hw_picollector.simulator import model
 
-    assert sorted(model.PRODUCT_TYPES) == sorted(config.PRODUCT_TYPES)
-    assert model.ROLES == config.ROLES
+    assert simulator.product_types() == tuple(
+        t for t in catalog.product_types() if t != "HWE-DSP")
+    for product_type in simulator.product_types():
+        assert model.DeviceModel("5c2fafaabbcc", product_type).role == \
+            catalog.product(product_type).default_role
+    with pytest.raises(ValueError, match="unknown product type 'HWE-DSP'"):
+        model.DeviceModel("5c2fafaabbcc", "HWE-DSP")
+    with pytest.raises(SystemExit):
+        parse("--type", "HWE-DSP", "--port", "0")
+    assert parse("--type", "HWE-BAT", "--port", "0", "--role", "battery").role == "battery"
 
 
 def test_mdns_options(capsys: pytest.CaptureFixture[str]) -> None:

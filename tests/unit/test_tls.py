@@ -37,9 +37,9 @@ from hw_picollector.devices.errors import (
 )
 from hw_picollector.devices.pair import pair
 from hw_picollector.devices.tls import (
-    CERT_IDS,
     HOMEWIZARD_CA_PEM,
     cert_hostname,
+    cert_id,
     client_context,
     parse_cert_hostname,
     peer_cert_hostname,
@@ -157,8 +157,9 @@ def test_cert_names() -> None:
     assert cert_hostname("HWE-P1", SERIAL) == "appliance/p1dongle/5c2fafaabbcc"
     assert cert_hostname("SDM630-wifi", "5C2FAFAABBCC") == "appliance/energymeter/5c2fafaabbcc"
     assert cert_hostname("HWE-BAT", SERIAL) == f"appliance/battery/{SERIAL}"
-    assert {CERT_IDS[t] for t in ("HWE-KWH1", "HWE-KWH3", "SDM230-wifi")} == {"energymeter"}
-    assert (CERT_IDS["HWE-SKT"], CERT_IDS["HWE-WTR"]) == ("energysocket", "watermeter")
+    assert {cert_id(t) for t in ("HWE-KWH1", "HWE-KWH3", "SDM230-wifi")} == {"energymeter"}
+    assert (cert_id("HWE-SKT"), cert_id("HWE-WTR")) == ("energysocket", "watermeter")
+    assert cert_hostname("HWE-DSP", SERIAL) == f"appliance/display/{SERIAL}"
     with pytest.raises(ValueError, match="HWE-NOPE"):
         cert_hostname("HWE-NOPE", SERIAL)
     assert parse_cert_hostname(f"appliance/p1dongle/{SERIAL.upper()}") == ("p1dongle", SERIAL)

@@ -34,6 +34,7 @@ from types import FrameType
 from typing import NamedTuple
 
 from hw_picollector import __version__, checkpoints, clock, sdnotify, store
+from hw_picollector.catalog import DeviceState as State
 from hw_picollector.config import Config, DeviceConfig
 from hw_picollector.devices.canonical import Sample, cap_extra, columns
 from hw_picollector.devices.client import DeviceClient, DeviceError, Request, backoff_s
@@ -56,7 +57,7 @@ class DeviceState:
     serial: str
     product_type: str
     address: str | None
-    state: str = "starting"
+    state: str = State.STARTING  # a catalog DeviceState, or http_<status>
     last_ts: str | None = None
     last_error: str | None = None
     last_error_ts: str | None = None
@@ -204,13 +205,13 @@ class DevicePoller:
 
     def _succeed(self, sample: Sample) -> None:
         st = self.state
-        if st.state != "ok":
+        if st.state != State.OK:
             if st.consecutive_failures:
                 log.info("%s %s: ok again after %d failed polls", self.dev.serial,
                          self.client.url, st.consecutive_failures)
             else:
                 log.info("%s %s: first sample", self.dev.serial, self.client.url)
-        st.state, st.consecutive_failures = "ok", 0
+        st.state, st.consecutive_failures = State.OK, 0
         extra, dropped = sample.extra, 0
         if extra:
             extra, dropped = cap_extra(extra, self.config.max_extra_keys,
@@ -232,7 +233,7 @@ class DevicePoller:
 
     def _failed(self, exc: DeviceError) -> None:
         self._fail(exc.state, str(exc))
-        if exc.state in ("unreachable", "timeout") and \
+        if exc.state in (State.UNREACHABLE, State.TIMEOUT) and \
                 self.state.consecutive_failures >= RESOLVE_AFTER_FAILURES:
             self._resolve()
         self._done(False)
@@ -310,7 +311,7 @@ class DevicePoller:
         self._conn = None
         if self._steps is not None:
             self._steps.close()
-        self._fail("error", f"{self.dev.serial}: internal error while polling (see log)")
+        self._fail(State.ERROR, f"{self.dev.serial}: internal error while polling (see log)")
         self._done(False, internal_error=True)
 
     def close(self) -> None:

@@ -13,23 +13,14 @@ from typing import Any
 
 import yaml
 
+from hw_picollector import catalog
+from hw_picollector.catalog import API_NAMES, ROLE_NAMES, Api
+
 # Identifier patterns: always used with fullmatch (re.match and $ let a trailing newline by).
 SERIAL_RE = re.compile(r"[0-9a-f]{12}")
 HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 PORT_RE = re.compile(r"[0-9]{1,5}")
 
-PRODUCT_TYPES = (
-    "HWE-P1",
-    "HWE-KWH1",
-    "SDM230-wifi",
-    "HWE-KWH3",
-    "SDM630-wifi",
-    "HWE-SKT",
-    "HWE-WTR",
-    "HWE-BAT",
-)
-ROLES = ("grid", "production", "consumption", "battery", "water")
-APIS = ("v1", "v2")
 CLOCK_POLICIES = ("auto", "wait", "trust")
 CONSISTENCY_LEVELS = ("ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL", "TWO", "THREE")
 
@@ -46,7 +37,7 @@ class DeviceConfig:
     serial: str
     product_type: str
     role: str
-    api: str = "v1"
+    api: str = Api.V1.value
     address: str | None = None
     token_file: str | None = None
     ca_file: str | None = None
@@ -62,7 +53,7 @@ class DeviceConfig:
             port = split_address(self.address)[1]
             if port is not None:
                 return port
-        return 443 if self.api == "v2" else 80
+        return 443 if self.api == Api.V2 else 80
 
 
 @dataclass(frozen=True)
@@ -210,20 +201,24 @@ def _device(path: str, index: int, raw: Any, errors: list[str]) -> DeviceConfig 
     serial = r.get("serial", str, required=True)
     if serial is not None and not SERIAL_RE.fullmatch(serial):
         r.err("serial", f"{serial!r} is not 12 lowercase hex characters")
-    product_type = r.choice("product_type", PRODUCT_TYPES, required=True)
-    role = r.choice("role", ROLES, required=True)
-    api = r.choice("api", APIS, default="v1")
+    product_type = r.choice("product_type", catalog.product_types(), required=True)
+    role = r.choice("role", ROLE_NAMES, required=True)
+    api = r.choice("api", API_NAMES, default=Api.V1.value)
     address = r.get("address", str)
     if address is not None and not valid_address(address):
         r.err("address", f"{address!r} is not host[:port]")
     token_file = r.get("token_file", str)
-    if api == "v2" and not token_file:
+    if api == Api.V2 and not token_file:
         r.err("token_file", "required for an API v2 device")
-    if api == "v1" and product_type == "HWE-BAT":
-        r.err("api", "HWE-BAT has no API v1")
+    product = catalog.get(product_type) if product_type is not None else None
+    # Only v1 on a product without it is refused: v2 on a v1-only product has always been
+    # accepted here (the workbook refuses it), and an existing config must still load.
+    if api == Api.V1 and product is not None and Api.V1 not in product.apis:
+        r.err("api", f"{product_type} has no API v1")
     if serial is None or product_type is None or role is None:
         return None
-    return DeviceConfig(serial=serial, product_type=product_type, role=role, api=api or "v1",
+    return DeviceConfig(serial=serial, product_type=product_type, role=role,
+                        api=api or Api.V1.value,
                         address=address, token_file=token_file, ca_file=r.get("ca_file", str),
                         label=r.get("label", str, ""))
 

@@ -3,7 +3,8 @@
 A device is known by its serial, never by its address: ``records_to_devices`` (pure) merges the
 services one device advertises into one ``DiscoveredDevice``; ``browse``/``resolve_serial`` do
 the multicast part (IPv4 only); ``Advertisement`` publishes a simulated device. ``zeroconf`` is
-imported inside the functions, so importing this module stays cheap.
+imported inside the functions, so importing this module stays cheap. Product names, instance
+name prefixes and certificate ids come from the catalog.
 """
 
 from __future__ import annotations
@@ -18,30 +19,21 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from hw_picollector.devices.tls import CERT_IDS, cert_hostname, parse_cert_hostname
+from hw_picollector import catalog
+from hw_picollector.catalog import API_NAMES, GENERIC_MDNS_PREFIX, Api
+from hw_picollector.devices.tls import cert_hostname, parse_cert_hostname
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
 
 V1_SERVICE = "_hwenergy._tcp.local."
 V2_SERVICE = "_homewizard._tcp.local."
-SERVICE_APIS: Mapping[str, str] = MappingProxyType({V1_SERVICE: "v1", V2_SERVICE: "v2"})
+SERVICE_APIS: Mapping[str, str] = MappingProxyType({V1_SERVICE: Api.V1, V2_SERVICE: Api.V2})
 
 Record = tuple[str, dict[str, str], list[str], int]
 """(service type, TXT key → value, addresses, port) of one resolved service instance."""
 
 _SERIAL_RE = re.compile(r"[0-9a-f]{12}")  # with fullmatch only
-_INSTANCE_PREFIXES: Mapping[str, str] = MappingProxyType({
-    "HWE-P1": "p1meter", "HWE-SKT": "energysocket", "HWE-WTR": "watermeter",
-    "HWE-KWH1": "kwhmeter", "HWE-KWH3": "kwhmeter", "SDM230-wifi": "kwhmeter",
-    "SDM630-wifi": "kwhmeter", "HWE-BAT": "battery",
-})
-_PRODUCT_NAMES: Mapping[str, str] = MappingProxyType({
-    "HWE-P1": "P1 Meter", "HWE-SKT": "Energy Socket", "HWE-WTR": "Watermeter",
-    "HWE-KWH1": "kWh Meter 1-Phase", "HWE-KWH3": "kWh Meter 3-Phase",
-    "SDM230-wifi": "kWh Meter 1-Phase", "SDM630-wifi": "kWh Meter 3-Phase",
-    "HWE-BAT": "Plug-In Battery",
-})
 
 
 @dataclass(frozen=True)
@@ -64,9 +56,9 @@ class DiscoveredDevice:
         """``ip:port`` for API ``"v1"``/``"v2"`` (None: ``port``); None if not advertised."""
         if api is None:
             return f"{self.address}:{self.port}"
-        if api == "v2":
+        if api == Api.V2:
             return f"{self.address}:{self.v2_port}" if self.v2_port is not None else None
-        return f"{self.address}:{self.port}" if "v1" in self.api_versions else None
+        return f"{self.address}:{self.port}" if Api.V1 in self.api_versions else None
 
 
 @dataclass
@@ -116,7 +108,7 @@ def records_to_devices(records: list[Record]) -> list[DiscoveredDevice]:
             if txt.get(key) and key not in part.txt:
                 part.txt[key] = txt[key]
         part.ports.setdefault(api, port)
-        if api == "v1":
+        if api == Api.V1:
             part.api_enabled = {"1": True, "0": False}.get(txt.get("api_enabled", ""))
         else:
             part.cert_id = ident[0] if ident else part.cert_id
@@ -126,16 +118,28 @@ def records_to_devices(records: list[Record]) -> list[DiscoveredDevice]:
         address = _pick_address(part.addresses)
         if address is None:
             continue
-        apis = tuple(a for a in ("v1", "v2") if a in part.ports)
-        product_type = part.txt.get("product_type", "")
+        apis = tuple(a.value for a in Api if a in part.ports)
+        product = _product(part.txt.get("product_type", ""), part.cert_id)
         devices.append(DiscoveredDevice(
-            serial=serial, product_type=product_type,
-            product_name=part.txt.get("product_name", ""), address=address,
-            port=part.ports[apis[0]], api_versions=apis, api_enabled=part.api_enabled,
-            cert_id=part.cert_id or CERT_IDS.get(product_type), v2_port=part.ports.get("v2"),
-            v2_api_version=part.v2_api_version,
+            serial=serial,
+            product_type=part.txt.get("product_type") or (
+                str(product.product_type) if product else ""),
+            product_name=part.txt.get("product_name") or (product.name if product else ""),
+            address=address, port=part.ports[apis[0]], api_versions=apis,
+            api_enabled=part.api_enabled,
+            cert_id=part.cert_id or (product.cert_id if product else None),
+            v2_port=part.ports.get(Api.V2), v2_api_version=part.v2_api_version,
         ))
     return devices
+
+
+def _product(product_type: str, cert_id: str | None) -> catalog.Product | None:
+    """The catalog's product of a device: by its TXT ``product_type``, else by the v2 TXT
+    ``id``'s certificate id when exactly one product has that id (not ``energymeter``)."""
+    if product_type:
+        return catalog.get(product_type)
+    matches = catalog.by_cert_id(cert_id) if cert_id else ()
+    return matches[0] if len(matches) == 1 else None
 
 
 def match_serial(devices: Iterable[DiscoveredDevice], serial: str) -> DiscoveredDevice | None:
@@ -210,15 +214,18 @@ def resolve_serial(serial: str, timeout_s: float, interfaces: list[str] | None =
 
 def instance_name(serial: str, product_type: str) -> str:
     """The device's mDNS instance name, e.g. ``p1meter-AABBCC`` (last 6 hex of the serial)."""
-    return f"{_INSTANCE_PREFIXES.get(product_type, 'hwe')}-{serial[-6:].upper()}"
+    product = catalog.get(product_type)
+    prefix = product.mdns_prefix if product is not None else None
+    return f"{prefix or GENERIC_MDNS_PREFIX}-{serial[-6:].upper()}"
 
 
 def advertisement_txt(serial: str, product_type: str, api: str, *, product_name: str | None = None,
                       api_enabled: bool = True, api_version: str = "2.0.0") -> dict[str, str]:
     """The TXT record a real device publishes for its v1 or v2 service."""
-    txt = {"serial": serial, "product_type": product_type,
-           "product_name": product_name or _PRODUCT_NAMES.get(product_type, product_type)}
-    if api == "v2":
+    product = catalog.get(product_type)
+    txt = {"serial": serial, "product_type": str(product_type),
+           "product_name": product_name or (product.name if product else str(product_type))}
+    if api == Api.V2:
         return {"api_version": api_version, "id": cert_hostname(product_type, serial), **txt}
     return {"api_enabled": "1" if api_enabled else "0", "path": "/api/v1", **txt}
 
@@ -231,12 +238,12 @@ class Advertisement:
     """
 
     def __init__(self, serial: str, product_type: str, port: int, address: str = "127.0.0.1", *,
-                 api: str = "v1", interfaces: list[str] | None = None,
+                 api: str = Api.V1.value, interfaces: list[str] | None = None,
                  product_name: str | None = None, api_enabled: bool = True,
                  api_version: str = "2.0.0") -> None:
-        if api not in ("v1", "v2"):
+        if api not in API_NAMES:
             raise ValueError(f"api must be v1 or v2, not {api!r}")
-        self.service = V2_SERVICE if api == "v2" else V1_SERVICE
+        self.service = V2_SERVICE if api == Api.V2 else V1_SERVICE
         self.instance = instance_name(serial, product_type)
         self.address, self.port = address, port
         self.interfaces = interfaces or [address]

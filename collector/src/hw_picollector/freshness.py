@@ -1,4 +1,4 @@
-"""`hwpc audit`: the fleet freshness report (controller side).
+"""`hwpc freshness`: the freshness report (controller side).
 
 Input: a fleet file written by playbooks/check_freshness.yml — per inventory host its site,
 its devices and what `hwpc status --json` said (or that the host did not answer). Added here:
@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from hw_picollector import __version__, store
+from hw_picollector.catalog import Verdict
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-VERDICTS = ("ok", "lagging", "stale", "down")  # best to worst
-COLOURS = {"ok": "#2e7d32", "lagging": "#ef6c00", "stale": "#c62828", "down": "#6a1b9a"}
+VERDICTS: tuple[Verdict, ...] = tuple(Verdict)  # best to worst
+COLOURS: dict[str, str] = {Verdict.OK: "#2e7d32", Verdict.LAGGING: "#ef6c00",
+                           Verdict.STALE: "#c62828", Verdict.DOWN: "#6a1b9a"}
 
 
 @dataclass(frozen=True)
@@ -350,17 +352,17 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
         lag = None if central_ts is None else round((now_ms - central_ts) / 1000, 1)
         where = "local" if site.reachable else "central"
         if age is None or age > th.freshness_max_age_s:
-            state = "stale"
+            state = Verdict.STALE
             reasons.append(f"{serial}: no {where} sample" if age is None else
                            f"{serial}: newest {where} sample {age:.0f} s old "
                            f"(max {th.freshness_max_age_s:g})")
         elif site.reachable and (lag is None or lag > th.sync_max_lag_s):
-            state = "lagging"
+            state = Verdict.LAGGING
             reasons.append(f"{serial}: fresh on the Pi, but " + (
                 "nothing in Cassandra" if lag is None else
                 f"newest central sample {lag:.0f} s old (max {th.sync_max_lag_s:g})"))
         else:
-            state = "ok"
+            state = Verdict.OK
         local_hours = {c["hour"]: int(c["samples"])
                        for c in local.get(serial, {}).get("coverage_hourly", [])}
         hourly: list[dict[str, Any]] = []
@@ -402,7 +404,7 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
     beat_ms = parse_iso(beat["ts"]) if beat else None
     beat_age = None if beat_ms is None else round((now_ms - beat_ms) / 1000, 1)
     if not site.reachable and (beat_age is None or beat_age > th.heartbeat_max_age_s):
-        verdict = "down"
+        verdict = Verdict.DOWN
         reasons.insert(0, "host does not answer and " + (
             "has never sent a heartbeat" if beat_age is None else
             f"its newest heartbeat is {beat_age:.0f} s old (max {th.heartbeat_max_age_s:g})"))
@@ -410,11 +412,11 @@ def judge(site: SiteInput, central: Central, now_ms: int, th: Thresholds,
         worst = max((VERDICTS.index(d["status"]) for d in devices), default=0)
         verdict = VERDICTS[worst]
         if not devices:
-            verdict = "stale"
+            verdict = Verdict.STALE
             reasons.append("no device configured or seen")
     if error:
         reasons.insert(0, error)
-    if not site.reachable and verdict != "down":
+    if not site.reachable and verdict != Verdict.DOWN:
         reasons.insert(0, f"host does not answer; judged from Cassandra "
                           f"(heartbeat {beat_age:.0f} s old)")
     src = status if status is not None else (beat or {})
@@ -459,7 +461,7 @@ def build_report(sites: list[SiteInput], central: dict[str, Central], now_ms: in
                        "heartbeat_max_age_s": th.heartbeat_max_age_s},
         "central_error": central_error,
         "summary": {"sites": len(entries), **counts},
-        "ok": all(e["verdict"] == "ok" for e in entries) and central_error is None,
+        "ok": all(e["verdict"] == Verdict.OK for e in entries) and central_error is None,
         "sites": entries,
     }
 
@@ -524,7 +526,7 @@ def render_table(report: dict[str, Any]) -> str:
     sites = [_dict(e) for e in _list(report.get("sites"))]
     for e in sites:
         devs = [_dict(d) for d in _list(e.get("devices"))]
-        ok = sum(1 for d in devs if d.get("status") == "ok")
+        ok = sum(1 for d in devs if d.get("status") == Verdict.OK)
         ages = [d["age_s"] for d in devs if _finite(d.get("age_s"))]
         lags = [d["sync_lag_s"] for d in devs if _finite(d.get("sync_lag_s"))]
         last_sync = e.get("last_sync_ts")
@@ -533,7 +535,7 @@ def render_table(report: dict[str, Any]) -> str:
         verdict = e.get("verdict")
         rows.append(tuple(_clean(c) for c in (
             e.get("site_id"), e.get("host"),
-            verdict if verdict == "ok" else str(verdict).upper(),
+            verdict if verdict == Verdict.OK else str(verdict).upper(),
             _flag(e.get("reachable")), _flag(e.get("service_active")),
             f"{ok}/{len(devs)} ok", _age(max(ages) if ages else None),
             _age(max(lags) if lags else None), _num(e.get("backlog_rows")),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hw_picollector import __version__, clock, quarantine, store
+from hw_picollector.catalog import DeviceState
 from hw_picollector.checkpoints import backlog, read_last_sync
 from hw_picollector.collect import STATE_FILE, disk_free_mb
 from hw_picollector.config import Config
@@ -112,7 +113,8 @@ def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
             "address": info.get("address", dev.address),
             "last_ts": last_ts,
             "age_s": _age_s(last_ts, now_ms),
-            "state": info.get("state", "not_running") if running else "not_running",
+            "state": info.get("state", DeviceState.NOT_RUNNING) if running
+            else DeviceState.NOT_RUNNING,
             "last_error": info.get("last_error"),
             "last_error_ts": info.get("last_error_ts"),
             "samples_since_start": info.get("samples", 0),
@@ -187,8 +189,8 @@ def render(report: dict[str, Any]) -> str:
                  f"{'age s':>8}  state")
     for d in report["devices"]:
         age = "-" if d["age_s"] is None else f"{d['age_s']:.1f}"
-        state = d["state"] + (f": {d['last_error']}" if d["state"] not in ("ok", "not_running")
-                              and d["last_error"] else "")
+        failed = d["state"] not in (DeviceState.OK, DeviceState.NOT_RUNNING)
+        state = d["state"] + (f": {d['last_error']}" if failed and d["last_error"] else "")
         lines.append(f"{d['serial']:<13} {d['product_type']:<12} {d['role']:<11} "
                      f"{d['last_ts'] or '-':<25} {age:>8}  {state}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from hw_picollector.catalog import DeviceState
 from hw_picollector.store import parse_ts
 
 __all__ = ["registry", "write"]
@@ -83,7 +84,7 @@ def registry(report: dict[str, Any]) -> CollectorRegistry:
         labels = (dev["serial"], dev["product_type"], dev["role"])
         if (ts := _seconds(dev["last_ts"])) is not None:
             newest.labels(*labels).set(ts)
-        ok.labels(*labels).set(dev["state"] == "ok")
+        ok.labels(*labels).set(dev["state"] == DeviceState.OK)
         samples.labels(*labels).set(dev["samples_since_start"])
         samples_dropped.labels(*labels).set(dev.get("samples_dropped", 0))
         extras_dropped.labels(*labels).set(dev.get("extras_dropped", 0))

@@ -53,6 +53,7 @@ from typing import Any
 from hw_picollector import __version__, batches, checkpoints, quarantine, store
 from hw_picollector.batches import UNSET, Encoded, value
 from hw_picollector.cassandra_session import DatabaseError, connect, driver_quiet, explain
+from hw_picollector.catalog import Role
 from hw_picollector.checkpoints import Checkpoint
 from hw_picollector.config import Config
 from hw_picollector.devices.canonical import TEXT_COLUMNS
@@ -340,7 +341,7 @@ class Syncer:
         self.stats = RunStats()
         self.inserts: dict[tuple[str, ...], Any] = {}
         self._power_serials = {d.serial for d in config.devices
-                               if d.role in ("grid", "production")}
+                               if d.role in (Role.GRID, Role.PRODUCTION)}
         self._series: dict[tuple[str, str], tuple[int, array[float]]] = {}
         self.double_values = _Values(lambda text: _DOUBLE_VALUE(8, float(text)))
         self.text_values = _Values(lambda text: value(text.encode("utf-8")))
@@ -566,8 +567,8 @@ class Syncer:
         self.window.drain()
 
     def write_site_power(self) -> None:
-        grid = [d.serial for d in self.config.devices if d.role == "grid"]
-        prod = [d.serial for d in self.config.devices if d.role == "production"]
+        grid = [d.serial for d in self.config.devices if d.role == Role.GRID]
+        prod = [d.serial for d in self.config.devices if d.role == Role.PRODUCTION]
         if not grid:
             return
         data_dir = self.config.data_dir

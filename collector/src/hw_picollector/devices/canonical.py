@@ -26,6 +26,11 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from hw_picollector import catalog
+from hw_picollector.catalog import Api
+from hw_picollector.catalog import energy_columns as _energy
+from hw_picollector.catalog import phase_columns as _lines
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -33,22 +38,6 @@ class Sample:
 
     values: dict[str, float | str] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
-
-
-def _lines(base: str, unit: str = "", total: bool = True) -> tuple[str, ...]:
-    """``power``/``w`` → power_w, power_l1_w, power_l2_w, power_l3_w."""
-    suffix = f"_{unit}" if unit else ""
-    phases = tuple(f"{base}_l{n}{suffix}" for n in (1, 2, 3))
-    return (f"{base}{suffix}", *phases) if total else phases
-
-
-def _energy(tariffs: int) -> tuple[str, ...]:
-    tiers = range(1, tariffs + 1)
-    return tuple(
-        name
-        for way in ("import", "export")
-        for name in (f"energy_{way}_kwh", *(f"energy_{way}_t{t}_kwh" for t in tiers))
-    )
 
 
 ALL_COLUMNS: tuple[str, ...] = (
@@ -82,45 +71,6 @@ ALL_COLUMNS: tuple[str, ...] = (
 TEXT_COLUMNS: frozenset[str] = frozenset({"gas_ts"})
 """Columns holding text (naive ISO ``YYYY-MM-DDTHH:MM:SS``); every other column is a float."""
 
-_KWH1 = frozenset({
-    *_energy(1), "power_w", "power_l1_w", "voltage_v", "current_a", "apparent_current_a",
-    "reactive_current_a", "apparent_power_va", "reactive_power_var", "power_factor",
-    "frequency_hz", "wifi_strength_pct",
-})
-_KWH3 = frozenset({
-    *_energy(1), *_lines("power", "w"), *_lines("voltage", "v", total=False),
-    *_lines("current", "a"), *_lines("apparent_current", "a"), *_lines("reactive_current", "a"),
-    *_lines("apparent_power", "va"), *_lines("reactive_power", "var"),
-    *_lines("power_factor", total=False), "frequency_hz", "wifi_strength_pct",
-})
-_MEMBERS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "HWE-P1": frozenset({
-        "tariff", *_energy(4), *_lines("power", "w"), *_lines("voltage", "v", total=False),
-        *_lines("current", "a"), "frequency_hz",
-        *(c for c in ALL_COLUMNS if c.endswith("_count")),
-        "average_power_15m_w", "monthly_power_peak_w", "gas_m3", "gas_ts", "water_m3",
-        "wifi_strength_pct",
-    }),
-    "HWE-KWH1": _KWH1,
-    "SDM230-wifi": _KWH1,
-    "HWE-KWH3": _KWH3,
-    "SDM630-wifi": _KWH3,
-    "HWE-SKT": frozenset({
-        *_energy(1), "power_w", "power_l1_w", "voltage_v", "current_a", "apparent_power_va",
-        "reactive_power_var", "power_factor", "frequency_hz", "wifi_strength_pct",
-    }),
-    "HWE-WTR": frozenset({"water_m3", "water_flow_lpm", "water_offset_m3", "wifi_strength_pct"}),
-    "HWE-BAT": frozenset({
-        "energy_import_kwh", "energy_export_kwh", "power_w", "voltage_v", "current_a",
-        "frequency_hz", "state_of_charge_pct", "cycles",
-    }),
-})
-_COLUMNS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {ptype: tuple(c for c in ALL_COLUMNS if c in members) for ptype, members in _MEMBERS.items()}
-)
-
-PRODUCT_TYPES: tuple[str, ...] = tuple(_COLUMNS)
-
 # v1 names whose v2 name is not the generic rename (total_power_ → energy_, active_ → "").
 _V1_NAMES: Mapping[str, str] = MappingProxyType({
     "active_tariff": "tariff",
@@ -145,12 +95,21 @@ _ROUTES_MAX = 512  # per product type: a device sending ever new keys must not g
 
 
 def columns(product_type: str) -> tuple[str, ...]:
-    """The fixed, ordered canonical columns of a product type (``ValueError`` if unknown)."""
-    try:
-        return _COLUMNS[product_type]
-    except KeyError:
-        known = ", ".join(_COLUMNS)
-        raise ValueError(f"unknown product_type {product_type!r} (known: {known})") from None
+    """The fixed, ordered canonical columns of a product type (``ValueError`` if unknown).
+
+    The catalog says which columns a product has, ``ALL_COLUMNS`` their order; a catalog
+    column that is not in ``ALL_COLUMNS`` is an error (it would have no CSV or CQL column).
+    """
+    product = catalog.get(product_type)
+    if product is None:
+        known = ", ".join(catalog.product_types())
+        raise ValueError(f"unknown product_type {product_type!r} (known: {known})")
+    members = product.columns
+    ordered = tuple(c for c in ALL_COLUMNS if c in members)
+    if len(ordered) != len(members):
+        unknown = ", ".join(sorted(members - set(ordered)))
+        raise ValueError(f"{product_type}: columns not in ALL_COLUMNS: {unknown}")
+    return ordered
 
 
 def canonical_name(key: str) -> str:
@@ -165,7 +124,7 @@ def canonical_name(key: str) -> str:
 def payload_api(payload: Mapping[str, Any]) -> str:
     """``"v1"`` if a key is a v1 name (``active_``/``total_`` prefix, ``wifi_*``), else ``"v2"``."""
     v1 = any(k.startswith(("active_", "total_", "montly_")) or k in _V1_MARKERS for k in payload)
-    return "v1" if v1 else "v2"
+    return Api.V1 if v1 else Api.V2
 
 
 def number(raw: Any) -> float | None:

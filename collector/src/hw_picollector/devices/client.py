@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hw_picollector.catalog import Api
 from hw_picollector.config import DeviceConfig
 from hw_picollector.devices.canonical import Sample, to_sample
 from hw_picollector.devices.errors import (
@@ -119,7 +120,7 @@ def _decode(resp: Response, serial: str, api: str) -> Any:
     url, status = resp.url, resp.status
     if status == 401:
         raise Unauthorized(serial, url, f"token missing or invalid (HTTP 401); {PAIR_HINT}")
-    if status == 403 and api == "v1":  # the documented body is {"error":{"id":202,...}}
+    if status == 403 and api == Api.V1:  # the documented body is {"error":{"id":202,...}}
         raise ApiDisabled(serial, url)
     if not 200 <= status < 300:
         code = error_code(resp)
@@ -150,7 +151,7 @@ class DeviceClient:
     def _connection(self) -> Connection:
         if self._conn is None:
             assert self._address is not None
-            if self.dev.api != "v2":
+            if self.dev.api != Api.V2:
                 self._conn = Connection(self._address)
             else:
                 from hw_picollector.devices.tls import cert_hostname  # ssl: v2 only
@@ -196,7 +197,7 @@ class DeviceClient:
         self.close()
 
     def _headers(self) -> dict[str, str]:
-        if self.dev.api != "v2":
+        if self.dev.api != Api.V2:
             return {}
         if self._token is None:
             path = self.dev.token_file
@@ -263,7 +264,7 @@ class DeviceClient:
         """``measure`` for a caller that does the requests itself (see the note above)."""
         if self._verified_at is None or self._clock() - self._verified_at >= IDENTITY_RECHECK_S:
             yield from self._check_identity()
-        path = "/api/measurement" if self.dev.api == "v2" else "/api/v1/data"
+        path = "/api/measurement" if self.dev.api == Api.V2 else "/api/v1/data"
         payload = yield from self._get(path)
         if not isinstance(payload, dict):
             self._verified_at = None

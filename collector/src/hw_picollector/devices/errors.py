@@ -9,6 +9,8 @@ status file or the journal.
 
 from __future__ import annotations
 
+from hw_picollector.catalog import DeviceState
+
 MAX_DETAIL_CHARS = 300
 
 
@@ -23,9 +25,12 @@ def printable(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
 
 
 class DeviceError(Exception):
-    """Base class: ``.serial``, ``.url``, ``.state`` (e.g. ``"timeout"``) and ``.detail``."""
+    """Base class: ``.serial``, ``.url``, ``.state`` (e.g. ``"timeout"``) and ``.detail``.
 
-    state: str = "error"
+    ``state`` is a ``DeviceState`` or, for an unexpected HTTP status, ``http_<status>``.
+    """
+
+    state: str = DeviceState.ERROR
 
     def __init__(self, serial: str, url: str, detail: str, state: str | None = None) -> None:
         self.serial, self.url, self.detail = serial, url, printable(detail)
@@ -37,13 +42,13 @@ class DeviceError(Exception):
 class Unreachable(DeviceError):
     """No connection or no answer in time (state ``unreachable`` or ``timeout``)."""
 
-    state = "unreachable"
+    state = DeviceState.UNREACHABLE
 
 
 class ApiDisabled(DeviceError):
     """API v1 answered 403 (error id 202): the Local API toggle is off."""
 
-    state = "api_disabled"
+    state = DeviceState.API_DISABLED
 
     def __init__(self, serial: str, url: str, detail: str = "", state: str | None = None) -> None:
         super().__init__(serial, url, detail or (
@@ -54,13 +59,13 @@ class ApiDisabled(DeviceError):
 class Unauthorized(DeviceError):
     """API v2 token missing or refused (401)."""
 
-    state = "unauthorized"
+    state = DeviceState.UNAUTHORIZED
 
 
 class SerialMismatch(DeviceError):
     """The address answers as another device; ``.actual`` is the serial it reported."""
 
-    state = "serial_mismatch"
+    state = DeviceState.SERIAL_MISMATCH
 
     def __init__(self, serial: str, url: str, actual: str, product_type: str = "") -> None:
         self.actual = printable(actual, 64)
@@ -72,22 +77,22 @@ class SerialMismatch(DeviceError):
 class InvalidResponse(DeviceError):
     """An answer that is not the expected JSON, or an unexpected HTTP status (``http_<code>``)."""
 
-    state = "invalid_response"
+    state = DeviceState.INVALID_RESPONSE
 
 
 class TlsError(DeviceError):
     """The TLS handshake or the certificate check failed (wrong CA, serial or type)."""
 
-    state = "tls_error"
+    state = DeviceState.TLS_ERROR
 
 
 class PairingTimeout(DeviceError):
     """Nobody pressed the device button before the pairing deadline."""
 
-    state = "pair_timeout"
+    state = DeviceState.PAIR_TIMEOUT
 
 
 class PairingRefused(DeviceError):
     """The device refused to create a user (``user:no-storage``, ``user:name-invalid``, ...)."""
 
-    state = "pair_refused"
+    state = DeviceState.PAIR_REFUSED

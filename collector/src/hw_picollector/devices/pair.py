@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from hw_picollector import catalog
+from hw_picollector.catalog import Api
 from hw_picollector.config import split_address
 from hw_picollector.devices.client import error_code
 from hw_picollector.devices.errors import (
@@ -25,7 +27,6 @@ from hw_picollector.devices.errors import (
     Unreachable,
 )
 from hw_picollector.devices.tls import (
-    CERT_IDS,
     cert_hostname,
     client_context,
     parse_cert_hostname,
@@ -55,7 +56,7 @@ def _hostname(address: str, product_type: str | None, serial: str | None, ca_fil
             raise ValueError("pair: product_type is needed to verify a known serial")
         return cert_hostname(product_type, serial), serial.lower()
     host, port = split_address(address)
-    url = base_url(address, "v2")
+    url = base_url(address, Api.V2)
     try:
         name = peer_cert_hostname(host, port or 443, ca_file, timeout_s)
     except ssl.SSLError as exc:
@@ -66,8 +67,10 @@ def _hostname(address: str, product_type: str | None, serial: str | None, ca_fil
     if parsed is None:
         raise TlsError("(unknown serial)", url, f"certificate is for {name!r}, not an appliance")
     cert_id, found = parsed
-    if product_type is not None and CERT_IDS.get(product_type) != cert_id:
-        raise TlsError(found, url, f"certificate is for {name!r}, not a {product_type}")
+    if product_type is not None:
+        known = catalog.get(product_type)
+        if known is None or known.cert_id != cert_id:
+            raise TlsError(found, url, f"certificate is for {name!r}, not a {product_type}")
     return name, found
 
 
@@ -90,11 +93,11 @@ def pair(  # noqa: PLR0917 (the CLI contract's argument order)
     try:
         client_context(ca_file)
     except OSError as exc:  # ssl.SSLError included
-        raise TlsError(serial or "(unknown serial)", base_url(address, "v2"),
+        raise TlsError(serial or "(unknown serial)", base_url(address, Api.V2),
                        f"cannot load CA file {ca_file}: {exc}") from exc
     deadline = clock() + timeout_s
     hostname, serial = _hostname(address, product_type, serial, ca_file, min(timeout_s, 10.0))
-    url = base_url(address, "v2") + "/api/user"
+    url = base_url(address, Api.V2) + "/api/user"
     body = json.dumps({"name": name}).encode()
     answered = False
     log.info("%s at %s: press the device button (1-3 s) within %g s", serial, url, timeout_s)

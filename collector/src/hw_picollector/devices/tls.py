@@ -11,38 +11,31 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-from collections.abc import Mapping
 from importlib import resources
-from types import MappingProxyType
 from typing import Any
+
+from hw_picollector import catalog
 
 HOMEWIZARD_CA_PEM: str = (
     resources.files("hw_picollector.devices").joinpath("homewizard-ca.pem").read_text("ascii")
 )
 """The HomeWizard "Appliance Access CA" (valid 2021-12-18 to 2031-12-16)."""
 
-CERT_IDS: Mapping[str, str] = MappingProxyType({
-    "HWE-P1": "p1dongle",
-    "HWE-KWH1": "energymeter",
-    "SDM230-wifi": "energymeter",
-    "HWE-KWH3": "energymeter",
-    "SDM630-wifi": "energymeter",
-    "HWE-SKT": "energysocket",
-    "HWE-WTR": "watermeter",
-    "HWE-BAT": "battery",
-    "HWE-DSP": "display",
-})
-"""product_type → the legacy id in the certificate name (and in the mDNS TXT ``id``)."""
-
 _NAME_RE = re.compile(r"appliance/([a-z0-9]+)/([0-9a-fA-F]{12})")  # with fullmatch only
 
 
 def cert_hostname(product_type: str, serial: str) -> str:
     """The name a device's certificate is issued to, e.g. ``appliance/p1dongle/5c2fafaabbcc``."""
-    try:
-        return f"appliance/{CERT_IDS[product_type]}/{serial.lower()}"
-    except KeyError:
-        raise ValueError(f"no certificate id known for product_type {product_type!r}") from None
+    return f"appliance/{cert_id(product_type)}/{serial.lower()}"
+
+
+def cert_id(product_type: str) -> str:
+    """The id in a product's certificate name (``HWE-P1`` → ``p1dongle``; also the v2 mDNS
+    TXT ``id``), from the catalog; ``ValueError`` for an unknown product type."""
+    product = catalog.get(product_type)
+    if product is None:
+        raise ValueError(f"no certificate id known for product_type {product_type!r}")
+    return product.cert_id
 
 
 def parse_cert_hostname(name: str) -> tuple[str, str] | None:

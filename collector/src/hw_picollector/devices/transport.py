@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hw_picollector import __version__
+from hw_picollector.catalog import Api, DeviceState
 from hw_picollector.config import split_address
 from hw_picollector.devices.errors import DeviceError, InvalidResponse, TlsError, Unreachable
 
@@ -71,7 +72,7 @@ _CONNECTING = frozenset({"resolve", "connect", "handshake"})
 
 def base_url(address: str, api: str) -> str:
     """``host[:port]`` → ``http://host`` (v1) or ``https://host:port`` (v2), no default port."""
-    scheme, default = ("https", 443) if api == "v2" else ("http", 80)
+    scheme, default = ("https", 443) if api == Api.V2 else ("http", 80)
     host, port = split_address(address)
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
@@ -138,7 +139,7 @@ class Connection:
         tls = tls_hostname is not None
         self.host, self.port = host, port or (443 if tls else 80)
         self.tls_hostname = tls_hostname
-        self.base_url = base_url(address, "v2" if tls else "v1")
+        self.base_url = base_url(address, Api.V2 if tls else Api.V1)
         self._context = None
         if tls:
             from hw_picollector.devices.tls import client_context  # ssl: API v2 only
@@ -672,7 +673,7 @@ def _device_error(exc: Exception, serial: str, url: str, timeout_s: float,
     if ssl is not None and isinstance(exc, ssl.SSLError):
         return TlsError(serial, url, f"TLS failed: {exc.strerror or exc}")
     if isinstance(exc, TimeoutError):
-        return Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout")
+        return Unreachable(serial, url, f"no answer within {timeout_s:g} s", DeviceState.TIMEOUT)
     if isinstance(exc, ProtocolError):
         if exc.nothing_received:
             return Unreachable(serial, url, f"{what}: {exc}")
@@ -685,6 +686,6 @@ def _device_error(exc: Exception, serial: str, url: str, timeout_s: float,
 def _timeout(serial: str, url: str, timeout_s: float, received: int) -> Unreachable:
     """The exchange's deadline passed: with nothing received, or in the middle of the answer."""
     if not received:
-        return Unreachable(serial, url, f"no answer within {timeout_s:g} s", "timeout")
+        return Unreachable(serial, url, f"no answer within {timeout_s:g} s", DeviceState.TIMEOUT)
     return Unreachable(serial, url, f"answer not complete within {timeout_s:g} s "
-                       f"({received} bytes received)", "timeout")
+                       f"({received} bytes received)", DeviceState.TIMEOUT)

@@ -7,28 +7,38 @@
 - :mod:`.server`: :class:`~.server.SimulatedDevice`, the HTTP(S) device with test controls.
 
 mDNS advertisement (``--mdns``) goes through ``hw_picollector.discovery.Advertisement``.
+Product facts (names, certificate ids, APIs, roles, phases) come from ``hw_picollector.catalog``;
+how a device behaves (payloads, endpoints, quirks) is the simulator's own.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from hw_picollector.config import PRODUCT_TYPES, ROLES  # the same as .model's, without loading it
+from hw_picollector import catalog
+from hw_picollector.catalog import API_NAMES, ROLE_NAMES, Api
 
 FAULT_CHOICES = ("none", "disabled", "slow", "flaky", "garbage", "nulls",  # = server.FAULTS
                  "continue-flood", "chunk-ext-flood", "trickle", "huge-body", "deep-json",
                  "junk-error", "many-extras")
 
 
+def product_types() -> tuple[str, ...]:
+    """The product types the simulator models: the catalog's, except those without
+    measurements of their own (the display)."""
+    return tuple(t for t in catalog.product_types() if catalog.product(t).columns)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``hwpc simulate``."""
-    parser.add_argument("--type", required=True, choices=PRODUCT_TYPES, help="product type")
+    parser.add_argument("--type", required=True, choices=product_types(), help="product type")
     parser.add_argument(
-        "--api", choices=("v1", "v2"), default="v1", help="v1: HTTP; v2: HTTPS + token"
+        "--api", choices=API_NAMES, default=Api.V1.value, help="v1: HTTP; v2: HTTPS + token"
     )
     parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
     parser.add_argument("--serial", help="12 lowercase hex (default: derived from type and port)")
-    parser.add_argument("--role", choices=ROLES, help="what the device measures (default by type)")
+    parser.add_argument("--role", choices=ROLE_NAMES,
+                        help="what the device measures (default by type)")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (loopback only)")
     parser.add_argument(
         "--allow-non-loopback", action="store_true", help="allow --bind on a non-loopback address"
@@ -57,4 +67,4 @@ def run(args: argparse.Namespace) -> int:
     return serve(args)
 
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "product_types", "run"]

@@ -43,23 +43,14 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from hw_picollector import catalog
+from hw_picollector.catalog import ProductType, Role
+from hw_picollector.simulator import product_types
+
 EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z, a Monday: counters grow from here
 WEEK = 7 * 86400
 SITE_TZ = ZoneInfo("Europe/Amsterdam")
 SITE_OFFSETS = (3600, 7200)  # CET, CEST
-ROLES = ("grid", "production", "consumption", "battery", "water")
-DEFAULT_ROLE = {
-    "HWE-P1": "grid",
-    "HWE-KWH1": "production",
-    "HWE-KWH3": "production",
-    "SDM230-wifi": "production",
-    "SDM630-wifi": "production",
-    "HWE-SKT": "consumption",
-    "HWE-WTR": "water",
-    "HWE-BAT": "battery",
-}
-PRODUCT_TYPES = tuple(DEFAULT_ROLE)
-THREE_PHASE_KWH = ("HWE-KWH3", "SDM630-wifi")
 BATTERY_WH = 2688.0
 METER_MODEL = "ISKRA  2M550T-1012"
 PULSE_MAX_W = 2800.0
@@ -316,38 +307,39 @@ class DeviceModel:
         role: str | None = None,
         start_ts: float | None = None,
     ) -> None:
-        if product_type not in DEFAULT_ROLE:
-            raise ValueError(f"unknown product type {product_type!r}")
-        role = role or DEFAULT_ROLE[product_type]
-        allowed = {"HWE-P1": ("grid",), "HWE-WTR": ("water",), "HWE-BAT": ("battery",)}.get(
-            product_type, ("production", "consumption")
-        )
+        product = catalog.get(product_type)
+        if product is None or product_type not in product_types():
+            raise ValueError(f"unknown product type {product_type!r} (simulated: "
+                             f"{', '.join(product_types())})")
+        role = role or product.default_role.value
+        allowed = tuple(r.value for r in product.roles)
         if role not in allowed:
             raise ValueError(f"{product_type} cannot have role {role!r} (allowed: {allowed})")
         self.serial, self.product_type, self.role = serial, product_type, role
-        self.p1 = product_type == "HWE-P1"
+        self.p1 = product_type == ProductType.P1
         seed = int.from_bytes(hashlib.sha256(f"{serial}|{product_type}".encode()).digest()[:8])
         self._seed = seed
         h = _mix(seed ^ 0xA11)
-        three = product_type in THREE_PHASE_KWH or (self.p1 and _lane(h, 0) < 0.7)
+        # a meter that may be either (a P1 meter) is 3-phase at 70 % of the sites
+        three = 3 in product.phases and (len(product.phases) == 1 or _lane(h, 0) < 0.7)
         self.phases = 3 if three else 1
         self.has_gas = self.p1 and _lane(h, 1) < 0.8
         self._household: _Household | None = None
         self._solar: _Solar | None = None
-        self._battery = _Battery(seed) if role == "battery" else None
-        self._water = _Water(seed) if role == "water" else None
-        if role in ("grid", "consumption"):
-            scale = 0.35 if product_type == "HWE-SKT" else 1.0
+        self._battery = _Battery(seed) if role == Role.BATTERY else None
+        self._water = _Water(seed) if role == Role.WATER else None
+        if role in (Role.GRID, Role.CONSUMPTION):
+            scale = 0.35 if product_type == ProductType.SKT else 1.0
             self._household = _Household(seed, scale, self.phases)
-        if role == "production":
+        if role == Role.PRODUCTION:
             low, high = (2500, 9000) if self.phases == 3 else (600, 3600)
-            if product_type == "HWE-SKT":
+            if product_type == ProductType.SKT:
                 low, high = 300, 800  # balcony PV
             self._solar = _Solar(low + (high - low) * _lane(h, 2))
-        elif role == "grid" and _lane(h, 3) < 0.6:
+        elif role == Role.GRID and _lane(h, 3) < 0.6:
             self._solar = _Solar(2000 + 4000 * _lane(h, 2))
         # PV inverters above 3.68 kW feed all three phases.
-        big_pv = self._solar is not None and (role == "production" or self._solar.peak_w > 3680)
+        big_pv = self._solar is not None and (role == Role.PRODUCTION or self._solar.peak_w > 3680)
         self._pv_3p = self.phases == 3 and big_pv
         self._gas = _weekly(seed ^ 0x6A5, 300, _PULSE_P) if self.has_gas else []
         self._static = self._static_fields(h)
@@ -430,13 +422,14 @@ class DeviceModel:
         """Set the counters at the start of the hour holding ``k``, then integrate up to k."""
         hour = k // 3600
         u = [_lane(_mix(self._seed ^ 0xBA5E), i) for i in range(4)]
-        base = {  # Wh (water: liters) at 2024-01-01
-            "grid": [2e6 + 4e6 * u[0], 2e6 + 4e6 * u[1], 5e5 * u[2], 5e5 * u[3]],
-            "consumption": [1e5 + 2e6 * u[0], 0.0, 0.0, 0.0],
-            "production": [1000 * u[0], 0.0, 1e6 + 4e6 * u[2], 0.0],
-            "battery": [1e5 + 5e5 * u[0], 0.0, 1e5 + 4e5 * u[2], 0.0],
-            "water": [5e4 + 4e5 * u[0], 0.0, 0.0, 0.0],
-        }[self.role]
+        by_role: dict[str, list[float]] = {  # Wh (water: liters) at 2024-01-01
+            Role.GRID: [2e6 + 4e6 * u[0], 2e6 + 4e6 * u[1], 5e5 * u[2], 5e5 * u[3]],
+            Role.CONSUMPTION: [1e5 + 2e6 * u[0], 0.0, 0.0, 0.0],
+            Role.PRODUCTION: [1000 * u[0], 0.0, 1e6 + 4e6 * u[2], 0.0],
+            Role.BATTERY: [1e5 + 5e5 * u[0], 0.0, 1e5 + 4e5 * u[2], 0.0],
+            Role.WATER: [5e4 + 4e5 * u[0], 0.0, 0.0, 0.0],
+        }
+        base = by_role[self.role]
         self._wh = [b + self._since_epoch(hour, i) for i, b in enumerate(base)]
         self._gas_m3 = 1000 + 4000 * u[3] + self._since_epoch(hour, 4)
         self._k = self._gas_b = hour * 3600

@@ -13,6 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from hw_picollector.catalog import ProductType
+
 _V1_RENAMES = {
     "protocol_version": "smr_version",
     "tariff": "active_tariff",
@@ -65,7 +67,7 @@ def to_v1(m: Mapping[str, Any], product_type: str, wifi_strength: int) -> dict[s
         if key in ("timestamp", "external"):  # v1 has no telegram time; gas comes below
             continue
         name = v1_name(key)
-        if name in _SKT_V1_MISSING and product_type == "HWE-SKT":
+        if name in _SKT_V1_MISSING and product_type == ProductType.SKT:
             continue
         out[name] = float(value) if type(value) is int and name not in _V1_INTEGERS else value
         if kwh_like and key in ("energy_import_kwh", "energy_export_kwh"):

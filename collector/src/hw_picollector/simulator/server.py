@@ -66,7 +66,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hw_picollector.simulator import dsmr, tls
+from hw_picollector import catalog
+from hw_picollector.catalog import API_NAMES, Api, ProductType
+from hw_picollector.simulator import dsmr, product_types, tls
 from hw_picollector.simulator.model import DeviceModel
 from hw_picollector.simulator.payloads import dumps, nullify, to_v1
 
@@ -87,21 +89,11 @@ JUNK_ERROR = ("\x1b[2J\x1b[31mdevice on fire\x07\r\nX-Injected: yes\x00\u202egnp
 FLAKY_SHARE = 0.3
 USER_NAME = re.compile(r"local/[a-zA-Z0-9\-_/\\# ]{1,40}")  # with fullmatch only
 SERIAL = re.compile(r"[0-9a-f]{12}")
-PRODUCT_NAMES = {
-    "HWE-P1": "P1 Meter",
-    "HWE-KWH1": "kWh Meter 1-phase",
-    "HWE-KWH3": "kWh Meter 3-phase",
-    "SDM230-wifi": "kWh meter",
-    "SDM630-wifi": "kWh meter 3-phase",
-    "HWE-SKT": "Energy Socket",
-    "HWE-WTR": "Watermeter",
-    "HWE-BAT": "Plug-In Battery",
-}
-FIRMWARE = {"HWE-P1": "6.0503", "HWE-SKT": "4.07", "HWE-WTR": "2.03", "HWE-BAT": "6.00"}
-KWH_TYPES = ("HWE-KWH1", "HWE-KWH3", "SDM230-wifi", "SDM630-wifi")
-V1_TYPES = tuple(t for t in PRODUCT_NAMES if t != "HWE-BAT")
-V2_TYPES = ("HWE-P1", *KWH_TYPES, "HWE-BAT")
-IDENTIFY_V1 = ("HWE-P1", "HWE-SKT", "HWE-WTR")  # the library: not on kWh meters
+# The firmware the simulator reports by default (5.0203 for any other product).
+FIRMWARE: dict[str, str] = {ProductType.P1: "6.0503", ProductType.SKT: "4.07",
+                            ProductType.WTR: "2.03", ProductType.BAT: "6.00"}
+IDENTIFY_V1 = (ProductType.P1, ProductType.SKT, ProductType.WTR)  # the library: not on kWh meters
+IDENTIFY_V2 = (ProductType.P1, ProductType.BAT)
 DATA_PATHS = ("/api/v1/data", "/api/v1/telegram", "/api/measurement", "/api/telegram")
 GARBAGE = b'{"active_power_w":203.000,"total_power_import_kwh":18664.9'
 
@@ -149,7 +141,7 @@ class SimulatedDevice:
     def __init__(
         self,
         product_type: str,
-        api: str = "v1",
+        api: str = Api.V1.value,
         serial: str | None = None,
         port: int = 0,
         *,
@@ -164,17 +156,19 @@ class SimulatedDevice:
         mdns: bool = False,
         mdns_interface: str = "127.0.0.1",
     ) -> None:
-        if product_type not in PRODUCT_NAMES:
+        product = catalog.get(product_type)
+        if product is None or product_type not in product_types():
             raise ValueError(
-                f"unknown product type {product_type!r}; known: {', '.join(PRODUCT_NAMES)}"
+                f"unknown product type {product_type!r}; known: {', '.join(product_types())}"
             )
-        if api not in ("v1", "v2"):
+        if api not in API_NAMES:
             raise ValueError(f"api must be v1 or v2, not {api!r}")
-        if product_type not in (V1_TYPES if api == "v1" else V2_TYPES):
+        if api not in product.apis:
             raise ValueError(f"{product_type} has no API {api}")
-        if api == "v2" and tls_dir is None:
+        if api == Api.V2 and tls_dir is None:
             raise ValueError("API v2 needs a tls_dir for its CA and certificate")
         self.product_type, self.api, self.port, self.bind = product_type, api, port, bind
+        self.product_name = product.name
         self.tls_dir = Path(tls_dir) if tls_dir is not None else None
         self.firmware = firmware or FIRMWARE.get(product_type, "5.0203")
         self.role, self.first_telegram_s, self.verbose = role, first_telegram_s, verbose
@@ -267,7 +261,7 @@ class SimulatedDevice:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
         was_enabled = self.fault != "disabled"
         self.fault = fault
-        if self._advert is not None and self.api == "v1" and was_enabled != (fault != "disabled"):
+        if self._advert is not None and self.api == Api.V1 and was_enabled != (fault != "disabled"):
             self._readvertise()  # the v1 TXT record carries api_enabled
 
     def press_button(self, window_s: float = PAIRING_WINDOW_S) -> None:
@@ -279,7 +273,7 @@ class SimulatedDevice:
             raise ValueError(f"serial must be 12 lowercase hex characters, not {serial!r}")
         model = DeviceModel(serial, self.product_type, self.role, start_ts=time.time())
         context = None
-        if self.api == "v2" and self.tls_dir is not None:
+        if self.api == Api.V2 and self.tls_dir is not None:
             cert, key = tls.device_cert(self.tls_dir, self.product_type, serial)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
@@ -303,7 +297,7 @@ class SimulatedDevice:
             else self.mdns_interface
         advert = Advertisement(
             self.serial, self.product_type, self.port, address, api=self.api,
-            interfaces=[self.mdns_interface], product_name=PRODUCT_NAMES[self.product_type],
+            interfaces=[self.mdns_interface], product_name=self.product_name,
             api_enabled=self.fault != "disabled", api_version=API_V2_VERSION,
         )  # fmt: skip
         with self._advert_lock:
@@ -353,7 +347,7 @@ class SimulatedDevice:
         if fault == "slow":
             self._stopping.wait(self.slow_delay_s)
         if fault == "disabled" and path.startswith("/api"):
-            if self.api == "v1":
+            if self.api == Api.V1:
                 return _v1_error(403, 202, "API not enabled")
             return _v2_error(403, "request:api-disabled")
         if path in DATA_PATHS and fault in ("flaky", "garbage"):
@@ -364,7 +358,7 @@ class SimulatedDevice:
             return self._hostile(fault, method, path, headers, body)
         if fault == "many-extras" and path in ("/api/v1/data", "/api/measurement"):
             return self._many_extras(method, path, headers, body)
-        if self.api == "v1":
+        if self.api == Api.V1:
             return self._v1(method, path, body)
         return self._v2(method, path, headers, body)
 
@@ -374,13 +368,13 @@ class SimulatedDevice:
         if fault == "deep-json":
             return Response(200, b"[" * DEEP_JSON_LEVELS + b"]" * DEEP_JSON_LEVELS)
         if fault == "junk-error":
-            if self.api == "v1":
+            if self.api == Api.V1:
                 return _v1_error(500, 901, JUNK_ERROR)
             return _v2_error(500, JUNK_ERROR)
         if fault == "trickle":
-            answer = self._v1(method, path, body) if self.api == "v1" else \
+            answer = self._v1(method, path, body) if self.api == Api.V1 else \
                 self._v2(method, path, headers, body)
-            extra = f"X-Api-Version: {API_V2_VERSION}\r\n" if self.api == "v2" else ""
+            extra = f"X-Api-Version: {API_V2_VERSION}\r\n" if self.api == Api.V2 else ""
             raw = (f"HTTP/1.1 {answer.status} OK\r\nContent-Type: {answer.content_type}\r\n"
                    f"{extra}Content-Length: {len(answer.body)}\r\n\r\n").encode() + answer.body
             return Response(answer.status, stream=lambda send: self._trickle(send, raw))
@@ -410,7 +404,7 @@ class SimulatedDevice:
     def _many_extras(self, method: str, path: str, headers: Mapping[str, str],
                      body: bytes) -> Response:
         """The usual measurement plus ``MANY_EXTRAS`` unknown numeric fields."""
-        answer = self._v1(method, path, body) if self.api == "v1" else \
+        answer = self._v1(method, path, body) if self.api == Api.V1 else \
             self._v2(method, path, headers, body)
         if answer.status != 200:
             return answer
@@ -428,7 +422,7 @@ class SimulatedDevice:
             return None
         if n % 2:
             return Response(0, drop=True)
-        if self.api == "v1":
+        if self.api == Api.V1:
             return _v1_error(500, 901, "Internal error")
         return _v2_error(500, "request:internal-server-error")
 
@@ -455,7 +449,7 @@ class SimulatedDevice:
 
     def _info(self, api_version: str) -> dict[str, Any]:
         return {
-            "product_name": PRODUCT_NAMES[self.product_type],
+            "product_name": self.product_name,
             "product_type": self.product_type,
             "serial": self.serial,
             "firmware_version": self.firmware,
@@ -471,9 +465,9 @@ class SimulatedDevice:
             payload = to_v1(self.measurement(), kind, self._wifi_strength())
             old = self.fault == "nulls"
             return _json(200, nullify(payload) if old else payload, all_floats=old)
-        if (method, path) == ("GET", "/api/v1/telegram") and kind == "HWE-P1":
+        if (method, path) == ("GET", "/api/v1/telegram") and kind == ProductType.P1:
             return Response(200, dsmr.telegram(self.measurement()).encode(), "text/plain")
-        if path == "/api/v1/state" and kind == "HWE-SKT" and method in ("GET", "PUT"):
+        if path == "/api/v1/state" and kind == ProductType.SKT and method in ("GET", "PUT"):
             return self._v1_state(method, body)
         if (method, path) == ("PUT", "/api/v1/identify") and kind in IDENTIFY_V1:
             return _json(200, {"identify": "ok"})
@@ -524,18 +518,18 @@ class SimulatedDevice:
             m = self.measurement()
             old = self.fault == "nulls"
             return _json(200, nullify(m) if old else m, all_floats=old)
-        if (method, path) == ("GET", "/api/telegram") and kind == "HWE-P1":
+        if (method, path) == ("GET", "/api/telegram") and kind == ProductType.P1:
             if time.monotonic() - self._booted < self.first_telegram_s:
                 return _v2_error(503, "telegram:no-telegram-received")
             return Response(200, dsmr.telegram(self.measurement()).encode(), "text/plain")
         if path == "/api/system" and method in ("GET", "PUT"):
             return self._v2_system(method, body)
-        if (method, path) == ("PUT", "/api/system/identify") and kind in ("HWE-P1", "HWE-BAT"):
+        if (method, path) == ("PUT", "/api/system/identify") and kind in IDENTIFY_V2:
             return NO_CONTENT
-        if (method, path) == ("PUT", "/api/system/reboot") and kind != "HWE-BAT":
+        if (method, path) == ("PUT", "/api/system/reboot") and kind != ProductType.BAT:
             self._booted = time.monotonic()
             return NO_CONTENT
-        if path == "/api/batteries" and method in ("GET", "PUT") and kind != "HWE-BAT":
+        if path == "/api/batteries" and method in ("GET", "PUT") and kind != ProductType.BAT:
             return self._v2_batteries(method, body)
         if path == "/api/user" and method in ("GET", "DELETE"):
             return self._v2_users(method, body, user)
@@ -591,11 +585,11 @@ class SimulatedDevice:
         return NO_CONTENT
 
     def _v2_system(self, method: str, body: bytes) -> Response:
-        battery = self.product_type == "HWE-BAT"
+        battery = self.product_type == ProductType.BAT
         writable: dict[str, type] = {"cloud_enabled": bool, "api_v1_enabled": bool}
         if battery:
             writable = {}  # the battery's cloud_enabled is read-only; it has no v1
-        if self.product_type in ("HWE-P1", "HWE-BAT"):
+        if self.product_type in (ProductType.P1, ProductType.BAT):
             writable["status_led_brightness_pct"] = int
         if method == "PUT":
             data = _parse(body)
@@ -733,7 +727,7 @@ class _Handler(BaseHTTPRequestHandler):
                 response.stream(self._send)
             return
         self.send_response(response.status)
-        if device.api == "v2" and not self.path.startswith("/_sim/"):
+        if device.api == Api.V2 and not self.path.startswith("/_sim/"):
             self.send_header("X-Api-Version", API_V2_VERSION)
         if response.body or response.status != 204:
             self.send_header("Content-Type", response.content_type)

@@ -19,27 +19,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-CERT_IDS = {
-    "HWE-P1": "p1dongle",
-    "HWE-KWH1": "energymeter",
-    "HWE-KWH3": "energymeter",
-    "SDM230-wifi": "energymeter",
-    "SDM630-wifi": "energymeter",
-    "HWE-SKT": "energysocket",
-    "HWE-WTR": "watermeter",
-    "HWE-BAT": "battery",
-    "HWE-DSP": "display",
-}
+from hw_picollector import catalog
+
 CA_SUBJECT = "/C=NL/ST=ZH/O=hw-picollector simulator/CN=Appliance Access CA (simulated)"
 DAYS = "3650"
 
 
 def cert_id(product_type: str) -> str:
-    """The legacy name in the certificate: ``HWE-P1`` -> ``p1dongle``."""
-    try:
-        return CERT_IDS[product_type]
-    except KeyError:
-        raise ValueError(f"no certificate id known for product type {product_type!r}") from None
+    """The legacy name in the certificate (the catalog's): ``HWE-P1`` -> ``p1dongle``."""
+    product = catalog.get(product_type)
+    if product is None:
+        raise ValueError(f"no certificate id known for product type {product_type!r}")
+    return product.cert_id
 
 
 def hostname(product_type: str, serial: str) -> str:
