@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the demo and the tests need; installs only what is missing (no-op when
-# complete). The fleet harness adds its own (debootstrap, systemd-container) when it runs.
+# complete). The fleet harness adds its own (mmdebstrap, systemd-container) when it runs.
 set -euo pipefail
 PKGS="openssl make iproute2 openjdk-17-jdk-headless maven python3-venv openssh-client"
 need=()
