@@ -97,13 +97,17 @@ def _recap(out: str, field: str = "changed") -> dict[str, int]:
             for line in recap.splitlines() if f"{field}=" in line}
 
 
+def assert_nothing_changed(out: str, hosts: set[str]) -> None:
+    changed = _recap(out)
+    assert set(changed) >= hosts, out[out.index("PLAY RECAP"):]
+    assert changed == dict.fromkeys(changed, 0), out[out.index("PLAY RECAP"):]
+    assert _recap(out, "failed") == dict.fromkeys(changed, 0)
+
+
 def test_site_yml_second_run_changes_nothing():
-    for mode in ([], ["--check"]):  # check mode runs every check and predicts no change
-        out = sh("bash", DEMO, "deploy", *mode).stdout
-        changed = _recap(out)
-        assert set(changed) >= {"localhost", *SITES}, out[out.index("PLAY RECAP"):]
-        assert changed == dict.fromkeys(changed, 0), (mode, out[out.index("PLAY RECAP"):])
-        assert _recap(out, "failed") == dict.fromkeys(changed, 0)
+    """Check mode runs every check and predicts no change. (A real second run, which must
+    change nothing too, is the deployment of test_stopped_host_is_down_from_central_data.)"""
+    assert_nothing_changed(sh("bash", DEMO, "deploy", "--check").stdout, {"localhost", *SITES})
 
 
 def readme_host_commands() -> list[str]:
@@ -185,11 +189,13 @@ def test_stopped_host_is_down_from_central_data():
         assert site["reachable"] is False
         assert site["heartbeat_ts"] is not None, "judged from its heartbeats in Cassandra"
         assert all(d["last_central_ts"] for d in site["devices"])
-        # A deployment meanwhile reaches the others and names the one that did not answer.
+        # A deployment meanwhile reaches the others, names the one that did not answer, and
+        # (a second run of site.yml) changes nothing.
         deploy = sh("bash", DEMO, "deploy", check=False)
         assert deploy.returncode == 0, deploy.stdout[-3000:]
         assert "deployed: 2 of 3" in deploy.stdout
         assert "unreachable: pi3" in deploy.stdout
+        assert_nothing_changed(deploy.stdout, {"localhost", "pi1", "pi2"})
     finally:
         sh("bash", FLEET, "start", "pi3")
     audit_until(all_ok, 200, "pi3 back to ok")
@@ -216,13 +222,13 @@ def test_cassandra_outage_loses_nothing():
 
     sh("bash", CASSANDRA, "down")
     try:
-        # Two minutes with the database gone: collection goes on, the timer keeps failing.
-        end = time.monotonic() + 120
+        # A minute with the database gone (four sync runs fail): collection goes on.
+        end = time.monotonic() + 60
         while time.monotonic() < end:
             for host in SITES:
                 assert service_active(host, "hw-picollector.service"), f"{host}: collector down"
-            time.sleep(15)
-        assert all(_backlog(h) > 100 for h in SITES)
+            time.sleep(10)
+        assert all(_backlog(h) > 40 for h in SITES)
     finally:
         sh("bash", CASSANDRA, "up", timeout=600)
     for host in SITES:
@@ -241,7 +247,7 @@ def test_cassandra_outage_loses_nothing():
             counts = {h: _compare_site(session, h) for h in SITES}
         finally:
             cluster.shutdown()
-        assert all(n > 120 for n in counts.values()), counts
+        assert all(n > 60 for n in counts.values()), counts
     finally:
         for host in SITES:
             on_host(host, "systemctl start hw-picollector.service")
