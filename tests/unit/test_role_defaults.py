@@ -49,3 +49,25 @@ def test_spec_defaults_equal_role_defaults(role: str) -> None:
     wrong = {k: (v.get("default"), defaults[k]) for k, v in options.items()
              if k in defaults and v.get("default") != defaults[k]}
     assert wrong == {}
+
+
+def _readme_variables(role: str) -> list[str]:
+    """The first column of the README's `| variable | ...` table, in order."""
+    lines = (ROLES_DIR / role / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variable |"))
+    names = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        names.append(line.split("|")[1].strip().strip("`"))
+    return names
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_table_names_every_variable_once(role: str) -> None:
+    """The role's README documents each variable of defaults/main.yml in its table, once."""
+    defaults = set(_load(ROLES_DIR / role / "defaults" / "main.yml"))
+    names = _readme_variables(role)
+    assert len(names) == len(set(names)), f"{role}: a variable twice in README.md"
+    assert sorted(defaults - set(names)) == [], f"{role}: in defaults, not in README.md"
+    assert sorted(set(names) - defaults) == [], f"{role}: in README.md, not in defaults"
