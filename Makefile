@@ -39,10 +39,10 @@ check: venv  ## lane 1: lint, unit, device contract, durability: no root, no ser
 test-node: deps venv  ## lane 2: the Cassandra node's tests, and the slow or root-only ones (starts the node)
 	bash tests/lanes.sh node
 
-test-molecule: venv  ## lane 3: the collector role on an nspawn host (needs root and make cassandra-up)
+test-molecule: venv  ## lane 3: the collector role on an nspawn host (needs root; starts the node if needed)
 	bash tests/lanes.sh molecule
 
-test-arm64: venv  ## lane 4: test-molecule on an arm64 (Raspberry Pi) host under qemu-user emulation
+test-arm64: venv  ## lane 4: the same on an arm64 (Raspberry Pi) host under qemu-user emulation
 	bash tests/lanes.sh arm64
 
 test-fleet: venv  ## lane 5: end-to-end fault tests on the demo fleet (needs root; starts the demo)

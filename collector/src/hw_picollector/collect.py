@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple
 
-from hw_picollector import __version__, checkpoints, clock, sdnotify, store
+from hw_picollector import __version__, checkpoints, clock, files, sdnotify, store
 from hw_picollector.catalog import DeviceState as State
 from hw_picollector.config import Config, DeviceConfig
 from hw_picollector.devices.canonical import Sample, cap_extra, columns
@@ -691,31 +691,18 @@ def write_state(path: Path, state: dict[str, object]) -> None:
     old one in place, within the space that already holds it (padded with blanks): what
     the collector does while the disk is full is what an operator needs to see.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
     data = json.dumps(state, sort_keys=True).encode()
     try:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            # durable=False: a status snapshot, not data (see above); 0644 less the umask as before
+            files.replace_atomically(path, data, durable=False, create_mode=0o644)
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            files.replace_atomically(path, data, durable=False, create_mode=0o644)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # give back what the attempt took
-        _overwrite_in_place(path, data, exc)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+        _overwrite_in_place(path, data, exc)  # the attempt's temporary file is already gone
 
 
 def _overwrite_in_place(path: Path, data: bytes, full: OSError) -> None:

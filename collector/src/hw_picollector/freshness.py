@@ -21,7 +21,6 @@ import html
 import json
 import logging
 import math
-import os
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import __version__, store
+from hw_picollector import __version__, files, store
 from hw_picollector.catalog import Verdict
 
 log = logging.getLogger(__name__)
@@ -638,9 +637,8 @@ def render_html(report: dict[str, Any]) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    # durable=False as before: a report each run rewrites whole; a lost one is made again
+    files.replace_atomically(path, text, durable=False)
 
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:

@@ -12,12 +12,12 @@ is left out rather than reported as 0, so alerts on age don't fire on a new Pi.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from hw_picollector import files
 from hw_picollector.catalog import DeviceState
 from hw_picollector.store import parse_ts
 
@@ -97,11 +97,5 @@ def registry(report: dict[str, Any]) -> CollectorRegistry:
 def write(report: dict[str, Any], path: Path) -> None:
     """Write the report's metrics to ``path`` atomically, readable by all (node_exporter runs
     as its own user; the services' umask would make the file private)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.prom: never collected
-    try:
-        tmp.write_bytes(generate_latest(registry(report)))
-        tmp.chmod(0o644)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # durable=False: a snapshot the metrics timer rewrites; the temporary name is not *.prom
+    files.replace_atomically(path, generate_latest(registry(report)), durable=False, mode=0o644)

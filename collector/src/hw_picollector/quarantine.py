@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import store
+from hw_picollector import files, store
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Quarantine:
         finally:
             os.close(fd)
         if new:
-            store.fsync_dir(path.parent)
+            files.fsync_dir(path.parent)
 
 
 def _make_dirs(folder: Path) -> bool:
@@ -151,5 +151,5 @@ def _make_dirs(folder: Path) -> bool:
         folder = folder.parent
     for path in reversed(missing):
         path.mkdir(exist_ok=True)
-        store.fsync_dir(path.parent)
+        files.fsync_dir(path.parent)
     return bool(missing)

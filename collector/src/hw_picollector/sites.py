@@ -115,7 +115,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 import xml.parsers.expat
 import zipfile
@@ -128,7 +127,7 @@ from typing import Any
 
 import yaml
 
-from hw_picollector import catalog
+from hw_picollector import catalog, files
 from hw_picollector.catalog import API_NAMES, ROLE_NAMES, Api, ProductType, Role
 from hw_picollector.config import SERIAL_RE, valid_address
 from hw_picollector.schema import IDENT, IDENT_MAX_LEN
@@ -1257,23 +1256,8 @@ def write_atomic(path: Path, text: str) -> bool:
         if path.read_bytes() == data:
             return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # durable=True as before: written once per import, and the fleet is deployed from it
+    files.replace_atomically(path, data, durable=True, mode=0o644)
     return True
 
 

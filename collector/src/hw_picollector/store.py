@@ -32,6 +32,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from hw_picollector.files import fsync_dir
+
 log = logging.getLogger(__name__)
 
 MEASUREMENTS = "measurements"
@@ -633,14 +635,6 @@ class Store:
             if dev.day:
                 os.close(dev.day.fd)
                 dev.day = None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_history(data_dir: Path, serial: str, columns: tuple[str, ...],

@@ -50,7 +50,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import __version__, batches, checkpoints, quarantine, store
+from hw_picollector import __version__, batches, checkpoints, files, quarantine, store
 from hw_picollector.batches import UNSET, Encoded, value
 from hw_picollector.cassandra_session import DatabaseError, connect, driver_quiet, explain
 from hw_picollector.catalog import Role
@@ -760,13 +760,10 @@ def retention(config: Config, now: datetime | None = None) -> tuple[int, int]:
             if not cp.complete or cp.offset != path.stat().st_size:
                 continue
             gz = path.with_suffix(".csv.gz")
-            with path.open("rb") as src, \
-                    gzip.open(gz.with_suffix(".tmp"), "wb", compresslevel=GZIP_LEVEL) as dst:
+            # durable=True: the compressed copy is on disk before the original goes
+            with files.atomic_writer(gz, durable=True) as raw, path.open("rb") as src, \
+                    gzip.GzipFile(gz.name, "wb", compresslevel=GZIP_LEVEL, fileobj=raw) as dst:
                 shutil.copyfileobj(src, dst)
-            with gz.with_suffix(".tmp").open("rb") as done:
-                os.fsync(done.fileno())  # the copy is on disk before the original goes
-            os.replace(gz.with_suffix(".tmp"), gz)
-            store.fsync_dir(gz.parent)
             path.unlink()
             compressed += 1
         if config.retention_days > 0:

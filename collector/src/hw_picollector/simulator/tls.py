@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hw_picollector import catalog
+from hw_picollector import catalog, files
 
 CA_SUBJECT = "/C=NL/ST=ZH/O=hw-picollector simulator/CN=Appliance Access CA (simulated)"
 DAYS = "3650"
@@ -64,6 +64,12 @@ def _new_key_and_csr(tmp: Path, subject: str) -> tuple[Path, Path]:
     return key, csr
 
 
+def _land(made: Path, target: Path, *, mode: int | None = None) -> None:
+    """Put what openssl wrote to ``made`` in ``target``'s place, atomically."""
+    # durable=False as before: the simulator's test material, not data worth a disk sync
+    files.replace_atomically(target, made.read_bytes(), durable=False, mode=mode)
+
+
 def ensure_ca(tls_dir: Path) -> Path:
     """``<tls_dir>/ca.pem`` (key in ``ca.key``, mode 0600), created unless it exists."""
     tls_dir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +84,8 @@ def ensure_ca(tls_dir: Path) -> Path:
             _openssl(
                 "x509", "-req", "-in", csr, "-signkey", key, "-days", DAYS, "-sha256", "-out", cert
             )
-            os.replace(key, ca_key)
-            os.replace(cert, ca_pem)  # last: a ca.pem means a complete pair
+            _land(key, ca_key, mode=0o600)
+            _land(cert, ca_pem)  # last: a ca.pem means a complete pair
     return ca_pem
 
 
@@ -102,6 +108,6 @@ def device_cert(tls_dir: Path, product_type: str, serial: str) -> tuple[Path, Pa
                 "-set_serial", f"0x{secrets.token_hex(8)}", "-days", DAYS, "-sha256",
                 "-out", new_cert,
             )  # fmt: skip
-            os.replace(new_key, key)
-            os.replace(new_cert, cert)
+            _land(new_key, key, mode=0o600)
+            _land(new_cert, cert)
     return cert, key
