@@ -8,7 +8,7 @@
   one inactive home to show that it is skipped.
 - ``users_config.legacy.example.xlsx``: the same three active homes in the original study's
   single sheet (``user_id``, ``has_pv``, ``configurations``), each ``configurations`` cell in
-  one of the spellings ``hwpc sites`` reads (see hw_picollector/sites.py).
+  one of the spellings ``hwpc sites`` reads (see hw_picollector/sites/legacy.py).
 
 The output is deterministic: fixed document properties and zip timestamps, so re-running on
 the same machine gives byte-identical files. Check them with ``hwpc sites check FILE``.

@@ -122,7 +122,7 @@ def test_devices_seen_only_centrally_are_reported_too():
 
 def test_hourly_coverage_expected_counts_and_local_central_values():
     st = status(("aa01", 1))
-    hours = freshness._hour_windows(NOW, 3)
+    hours = freshness.hour_windows(NOW, 3)
     st["devices"][0]["coverage_hourly"] = [{"hour": iso(h)[:13], "samples": 3000}
                                            for h in hours]
     c = central({"aa01": 5})
@@ -318,7 +318,7 @@ def test_render_html_escapes_or_coerces_every_value():
     a future field that forgot its check) renders inert."""
     st = status(("aa01", 1))
     st["devices"][0]["coverage_hourly"] = [
-        {"hour": iso(h)[:13], "samples": 3000} for h in freshness._hour_windows(NOW, 24)]
+        {"hour": iso(h)[:13], "samples": 3000} for h in freshness.hour_windows(NOW, 24)]
     c = central({"aa01": 10})
     c.daily = {"aa01": {iso(NOW)[:10]: 5400}}
     report = freshness.build_report([site(st=st)], {"S1": c}, NOW, TH)
@@ -464,7 +464,7 @@ def test_freshness_command_reports_every_site_despite_a_hostile_status(
         return {s.site_id: Central({d: now_ms - 5000 for d in s.devices},
                                    {"ts": iso(now_ms - 5000)}, {}, {}) for s in sites}
 
-    monkeypatch.setattr(freshness, "query_central", query_central)
+    monkeypatch.setattr(freshness.queries, "query_central", query_central)
     out_dir = tmp_path / "reports"
     argv = ["freshness", "--config", str(config), "--fleet", str(_cli_fleet(tmp_path)),
             "--out-dir", str(out_dir), "--freshness-max-age-s", "600", "--sync-max-lag-s",

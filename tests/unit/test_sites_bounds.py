@@ -13,6 +13,7 @@ from openpyxl import Workbook
 from openpyxl.comments import Comment
 
 from hw_picollector import sites
+from hw_picollector.sites import bounds
 from tests.unit.test_sites import LEGACY, edited, make_workbook, run_check, two_sheets
 from tests.unit.test_sites_hardening import _devices_part, _rewrite_member
 
@@ -26,7 +27,7 @@ def test_a_hyperlink_range_counts_its_cells(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # openpyxl gives every cell of a hyperlink's range its own copy of the link
-    monkeypatch.setattr(sites, "MAX_CELLS", 1_000)
+    monkeypatch.setattr(bounds, "MAX_CELLS", 1_000)
     path = two_sheets(tmp_path)
     _after_sheet_data(path, '<hyperlinks><hyperlink ref="A5:J200" display="x"/></hyperlinks>')
     rc, out, _ = run_check(path, capsys)

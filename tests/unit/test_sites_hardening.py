@@ -24,6 +24,7 @@ import yaml
 from openpyxl import Workbook
 
 from hw_picollector import config, schema, sites
+from hw_picollector.sites import bounds
 from tests.unit.test_sites import (
     DEVICES,
     EXAMPLE,
@@ -445,7 +446,7 @@ def test_a_merged_range_of_too_many_cells_is_refused(
 def test_too_many_cells_in_all_are_refused_without_reading_them_all(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sites, "MAX_CELLS", 30)  # sites: 15 cells, devices: 28
+    monkeypatch.setattr(bounds, "MAX_CELLS", 30)  # sites: 15 cells, devices: 28
     path = two_sheets(tmp_path)
     rc, out, _ = run_check(path, capsys)
     assert rc == 1
@@ -453,14 +454,14 @@ def test_too_many_cells_in_all_are_refused_without_reading_them_all(
                    "sheet; the importer reads at most 30 (10,000 rows of devices are 70,000): "
                    "delete what a sites workbook does not need or move it to another "
                    "workbook\n")
-    monkeypatch.setattr(sites, "MAX_CELLS", 43)
+    monkeypatch.setattr(bounds, "MAX_CELLS", 43)
     assert run_check(path, capsys)[0] == 0
 
 
 def test_a_workbook_too_big_uncompressed_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sites, "MAX_UNCOMPRESSED_BYTES", 20_000)
+    monkeypatch.setattr(bounds, "MAX_UNCOMPRESSED_BYTES", 20_000)
     rows = [*DEVICES, *[["CDB002", f"5c2faf{n:06x}", "HWE-SKT", "consumption", None, "v1",
                          "a long enough label " * 3] for n in range(10, 300)]]
     path = two_sheets(tmp_path, devices_rows=rows)

@@ -33,7 +33,9 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStat
 from hw_picollector import batches, checkpoints, store, sync
 from hw_picollector.cassandra_session import DatabaseError
 from hw_picollector.config import parse_config
-from hw_picollector.tables import EXPECTED
+from hw_picollector.devices.canonical import TEXT_COLUMNS
+from hw_picollector.sync import derived, encode, stream
+from hw_picollector.tables import EXPECTED, MEASUREMENT_COLUMNS
 
 P1 = "3c39e7aabb01"
 KWH = "3c39e7aabb02"
@@ -177,11 +179,11 @@ def expected_params(syncer: sync.Syncer, serial: str, day: str, header: list[str
     """What the row means, bound through the driver: same statement, plain Python values."""
     cols, params = [], []
     for name, text in zip(header[1:-1], fields[1:-1], strict=True):
-        if text and name in sync.MEASUREMENT_COLUMNS:
+        if text and name in MEASUREMENT_COLUMNS:
             cols.append(name)
-            params.append(text if name in sync.TEXT_COLUMNS else float(text))
+            params.append(text if name in TEXT_COLUMNS else float(text))
     # statements put doubles first, then text columns
-    order = sorted(range(len(cols)), key=lambda i: cols[i] in sync.TEXT_COLUMNS)
+    order = sorted(range(len(cols)), key=lambda i: cols[i] in TEXT_COLUMNS)
     cols, params = [cols[i] for i in order], [params[i] for i in order]
     index = {n: i for i, n in enumerate(header)}
     extra = syncer._extra(fields, tuple(header), index)
@@ -200,7 +202,7 @@ def test_encoded_rows_are_the_drivers_own_bytes(tmp_path: Path) -> None:
     syncer = sync.Syncer(cfg, session)
     header = store.read_header(path)
     rows = list(store.scan(path))
-    encoder = sync._FileEncoder(syncer, P1, str(day), header)
+    encoder = encode.FileEncoder(syncer, P1, str(day), header)
     for _offset, ts, fields in rows:
         stmt, params = expected_params(syncer, P1, str(day), header, fields)
         assert encoder.encode(ts, fields) == reference_entry(stmt, params)
@@ -208,16 +210,16 @@ def test_encoded_rows_are_the_drivers_own_bytes(tmp_path: Path) -> None:
 
 
 def test_catch_all_insert_past_the_shape_limit(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(sync, "MAX_SHAPES", 1)
+    monkeypatch.setattr(encode, "MAX_SHAPES", 1)  # read where it is used
     cfg = config(tmp_path)
     day = date(2026, 1, 5)
     path = write_day(cfg.data_dir, P1, day, p1_rows(30), P1_COLUMNS)
     syncer = sync.Syncer(cfg, FakeSession())
     header = store.read_header(path)
-    encoder = sync._FileEncoder(syncer, P1, str(day), header)
+    encoder = encode.FileEncoder(syncer, P1, str(day), header)
     index = {n: i for i, n in enumerate(header)}
-    cols = tuple(sorted((c for c in header[1:-1] if c in sync.MEASUREMENT_COLUMNS),
-                        key=lambda c: c in sync.TEXT_COLUMNS))
+    cols = tuple(sorted((c for c in header[1:-1] if c in MEASUREMENT_COLUMNS),
+                        key=lambda c: c in TEXT_COLUMNS))
     catch_all = 0
     for _offset, ts, fields in store.scan(path):
         entry = encoder.encode(ts, fields)
@@ -229,7 +231,7 @@ def test_catch_all_insert_past_the_shape_limit(tmp_path: Path, monkeypatch: Any)
             extra = syncer._extra(fields, tuple(header), index)
             params = ["SITE01", P1, day, ts, *(
                 UNSET_VALUE if not fields[index[c]] else fields[index[c]]
-                if c in sync.TEXT_COLUMNS else float(fields[index[c]]) for c in cols),
+                if c in TEXT_COLUMNS else float(fields[index[c]]) for c in cols),
                 extra or UNSET_VALUE]
         assert entry == reference_entry(stmt, params)
     assert len(syncer.inserts) == 2
@@ -293,8 +295,8 @@ def test_checkpoints_follow_the_acknowledged_prefix_only(tmp_path: Path,
 
     real_write = checkpoints.write
     monkeypatch.setattr(syncer, "_send_rows", send_rows)
-    monkeypatch.setattr(sync.checkpoints, "write", write)
-    monkeypatch.setattr(sync, "CHECKPOINT_ROWS", 25)
+    monkeypatch.setattr(checkpoints, "write", write)
+    monkeypatch.setattr(stream, "CHECKPOINT_ROWS", 25)  # read where it is used
     real_wait = syncer.window._wait
 
     def wait() -> None:  # before blocking: let the "server" answer some, out of order
@@ -339,7 +341,7 @@ def test_site_power_rows_encode_like_the_driver(tmp_path: Path) -> None:
     cfg = config(tmp_path, batch_rows=4)
     session = FakeSession()
     syncer = sync.Syncer(cfg, session)
-    track = sync._DayTrack("2026-01-05", 100, 0)
+    track = derived._DayTrack("2026-01-05", 100, 0)
     rows = [(0, 1.5, 2.0, 3.5), (1, None, 2.0, None), (2, -0.0, 0.0, 0.0), (3, 1.0, None, None),
             (9, 4.0, 5.0, 9.0)]
     syncer._write_site_rows(track, iter(rows))
@@ -366,7 +368,7 @@ def test_extra_json_and_unknown_columns_reach_the_map(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     syncer = sync.Syncer(cfg, FakeSession())
     header = ["ts", "power_w", "odd_w", "extra"]
-    encoder = sync._FileEncoder(syncer, P1, "2026-01-05", header)
+    encoder = encode.FileEncoder(syncer, P1, "2026-01-05", header)
     fields = ["2026-01-05T00:00:00.000Z", "1", "2.5", json.dumps({"a": 1, "b": True, "c": "x"})]
     entry = encoder.encode(store.parse_ts(fields[0]), fields)
     stmt = syncer.inserts[("power_w", "extra")]

@@ -12,7 +12,7 @@ formats and serialises as it (``f"{Api.V2}"``, ``json.dumps``, ``csv``), so no s
 those holds plain strings (``.value``, or the enums' ``*_NAMES`` tuples).
 
 The tables this replaces (config.py, devices/canonical.py, devices/tls.py, discovery.py,
-sites.py, simulator/model.py, simulator/server.py, simulator/tls.py) disagreed; where they
+sites/, simulator/model.py, simulator/server.py, simulator/tls.py) disagreed; where they
 did, the catalog keeps what the most permissive of them accepted:
 
 - ``HWE-DSP`` (the Energy Display) had a certificate id (devices/tls.py, simulator/tls.py)

@@ -47,7 +47,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from hw_picollector import health
 
-    report = health.status(_config(args), coverage_hours=args.coverage_hours)
+    report = health.status_document(_config(args), coverage_hours=args.coverage_hours)
     if args.prometheus:
         from hw_picollector import metrics
 
@@ -58,7 +58,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         return 0
-    print(json.dumps(report, indent=2) if args.json else health.render(report))
+    print(report.to_json() if args.json else health.render(report))
     return 0
 
 

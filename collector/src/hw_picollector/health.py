@@ -1,4 +1,8 @@
-"""`hwpc status`: the Pi's own view of its health, for operators and the fleet audit."""
+"""`hwpc status`: the Pi's own view of its health, for operators and the fleet audit.
+
+`status_document` gathers it into a `StatusDocument` (status_document.py: the typed, versioned
+document `hwpc status --json` prints); `render` is the text for a terminal.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,13 @@ from hw_picollector.catalog import DeviceState
 from hw_picollector.checkpoints import backlog, read_last_sync
 from hw_picollector.collect import STATE_FILE, disk_free_mb
 from hw_picollector.config import Config
+from hw_picollector.status_document import (
+    DamagedFile,
+    DeviceStatus,
+    HourCount,
+    StatusDocument,
+    parse_status,
+)
 
 STALE_STATE_S = 60.0
 
@@ -36,9 +48,23 @@ def _count(info: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _damaged_files(info: dict[str, Any]) -> list[dict[str, Any]]:
+def _damaged_files(info: dict[str, Any]) -> tuple[DamagedFile, ...]:
     files = info.get("damaged_files")
-    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+    if not isinstance(files, list):
+        return ()
+    return tuple(DamagedFile(file=_text(f.get("file")), first_offset=_whole(f.get("first_offset")),
+                             lines=_whole(f.get("lines"))) for f in files if isinstance(f, dict))
+
+
+def _text(value: Any) -> str | None:
+    """A string from the collector's state file, or None."""
+    return value if isinstance(value, str) else None
+
+
+def _whole(value: Any) -> int | None:
+    """A count from the collector's state file (a whole number >= 0), or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
 
 
 def _age_s(ts: str | None, now_ms: int) -> float | None:
@@ -75,7 +101,9 @@ def hourly_counts(data_dir: Path, serial: str, start_ms: int, end_ms: int) -> Co
     return counts
 
 
-def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
+def status_document(config: Config, coverage_hours: int = 0) -> StatusDocument:
+    """This Pi's status now: the config, the collector's state file, the store, the last sync.
+    With ``coverage_hours``, samples per hour over the last N hours, per device."""
     now_ms = time.time_ns() // 1_000_000
     state: dict[str, Any] = {}
     state_path = config.data_dir / STATE_FILE
@@ -102,95 +130,103 @@ def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
             end = now_ms - now_ms % HOUR_MS + HOUR_MS
             counts = hourly_counts(config.data_dir, dev.serial, end - coverage_hours * HOUR_MS,
                                    now_ms + 1)
-            coverage = [{"hour": store.format_ts(h)[:13], "samples": counts.get(
-                store.format_ts(h)[:13], 0)} for h in range(end - coverage_hours * HOUR_MS,
-                                                            end, HOUR_MS)]
-        devices.append({
-            "serial": dev.serial,
-            "product_type": dev.product_type,
-            "role": dev.role,
-            "api": dev.api,
-            "address": info.get("address", dev.address),
-            "last_ts": last_ts,
-            "age_s": _age_s(last_ts, now_ms),
-            "state": info.get("state", DeviceState.NOT_RUNNING) if running
-            else DeviceState.NOT_RUNNING,
-            "last_error": info.get("last_error"),
-            "last_error_ts": info.get("last_error_ts"),
-            "samples_since_start": info.get("samples", 0),
+            coverage = tuple(HourCount(hour=store.format_ts(h)[:13], samples=counts.get(
+                store.format_ts(h)[:13], 0)) for h in range(end - coverage_hours * HOUR_MS,
+                                                            end, HOUR_MS))
+        dev_state = info.get("state", DeviceState.NOT_RUNNING) if running else None
+        devices.append(DeviceStatus(
+            serial=dev.serial,
+            product_type=dev.product_type,
+            role=dev.role,
+            api=dev.api,
+            address=_text(info.get("address", dev.address)),
+            last_ts=last_ts,
+            age_s=_age_s(last_ts, now_ms),
+            state=dev_state if isinstance(dev_state, str) else DeviceState.NOT_RUNNING,
+            last_error=_text(info.get("last_error")),
+            last_error_ts=_text(info.get("last_error_ts")),
+            samples_since_start=_count(info, "samples"),
             # since the collector started: extra fields over the caps, samples dropped while
             # the store could not be written; damaged lines found at its start
-            "extras_dropped": _count(info, "extras_dropped"),
-            "samples_dropped": _count(info, "samples_dropped"),
-            "damaged_lines": _count(info, "damaged_lines"),
-            "damaged_files": _damaged_files(info),
-            **({"coverage_hourly": coverage} if coverage is not None else {}),
-        })
+            extras_dropped=_count(info, "extras_dropped"),
+            samples_dropped=_count(info, "samples_dropped"),
+            damaged_lines=_count(info, "damaged_lines"),
+            damaged_files=_damaged_files(info),
+            coverage_hourly=coverage,
+        ))
     rows, size = backlog(config.data_dir)
     last_sync = read_last_sync(config.data_dir)
-    started = state.get("started") if running else None
-    return {
-        "site_id": config.site_id,
-        "host": config.host or socket.gethostname(),
-        "version": __version__,
-        "now": store.format_ts(now_ms),
-        "poll_interval_s": config.poll_interval_s,
-        "service_active": running,
-        "pid": state.get("pid") if running else None,
-        "started": started,
-        "uptime_s": _age_s(started, now_ms),
-        "clock_synchronised": synced,
-        "clock": how,
-        "disk_free_mb": free_mb,
-        "disk_low": 0 <= free_mb < config.disk_min_free_mb,
-        "write_error": state.get("write_error") if running else None,
-        "pending_rows": state.get("pending_rows", 0) if running else 0,
-        "devices": devices,
+    started = _text(state.get("started")) if running else None
+    return StatusDocument(
+        site_id=config.site_id,
+        host=config.host or socket.gethostname(),
+        hwpc_version=__version__,
+        now=store.format_ts(now_ms),
+        poll_interval_s=config.poll_interval_s,
+        service_active=running,
+        pid=int(state["pid"]) if running else None,
+        started=started,
+        uptime_s=_age_s(started, now_ms),
+        clock_synchronised=synced,
+        clock=how,
+        disk_free_mb=free_mb,
+        disk_low=0 <= free_mb < config.disk_min_free_mb,
+        write_error=_text(state.get("write_error")) if running else None,
+        pending_rows=_count(state, "pending_rows") if running else 0,
+        devices=tuple(devices),
         # totals over the devices (the sync's heartbeat reads these)
-        "extras_dropped": sum(d["extras_dropped"] for d in devices),
-        "samples_dropped": sum(d["samples_dropped"] for d in devices),
-        "damaged_lines": sum(d["damaged_lines"] for d in devices),
-        "backlog_rows": rows,
-        "backlog_bytes": size,
-        "lines_quarantined": quarantine.count(config.data_dir),  # lines the sync cannot send
-        "last_sync_ts": last_sync.get("finished") if last_sync else None,
-        "last_sync": last_sync,
-    }
+        extras_dropped=sum(d.extras_dropped or 0 for d in devices),
+        samples_dropped=sum(d.samples_dropped or 0 for d in devices),
+        damaged_lines=sum(d.damaged_lines or 0 for d in devices),
+        backlog_rows=rows,
+        backlog_bytes=size,
+        lines_quarantined=quarantine.count(config.data_dir),  # lines the sync cannot send
+        last_sync_ts=last_sync.get("finished") if last_sync else None,
+        last_sync=last_sync,
+    )
 
 
-def render(report: dict[str, Any]) -> str:
+def status(config: Config, coverage_hours: int = 0) -> dict[str, Any]:
+    """`status_document` as its JSON object, for callers that read keys by name (the sync's
+    heartbeat)."""
+    return status_document(config, coverage_hours).to_dict()
+
+
+def render(report: StatusDocument | Mapping[str, Any]) -> str:
+    """The status for a terminal (a document, or its JSON object as `status` returns it)."""
+    doc = report if isinstance(report, StatusDocument) else parse_status(report)
     lines = [
-        f"site {report['site_id']} on {report['host']} (hw-picollector {report['version']})",
-        f"collector: {'running' if report['service_active'] else 'NOT running'}"
-        + (f", up {report['uptime_s']:.0f} s" if report["uptime_s"] is not None else ""),
-        f"clock: {'synchronised' if report['clock_synchronised'] else 'NOT synchronised'}"
-        f" ({report['clock']})",
-        f"disk free: {report['disk_free_mb']} MB" + ("  LOW" if report["disk_low"] else ""),
+        f"site {doc.site_id} on {doc.host} (hw-picollector {doc.hwpc_version})",
+        f"collector: {'running' if doc.service_active else 'NOT running'}"
+        + (f", up {doc.uptime_s:.0f} s" if doc.uptime_s is not None else ""),
+        f"clock: {'synchronised' if doc.clock_synchronised else 'NOT synchronised'}"
+        f" ({doc.clock})",
+        f"disk free: {doc.disk_free_mb} MB" + ("  LOW" if doc.disk_low else ""),
     ]
-    if report["write_error"]:
-        lines.append(f"store write error: {report['write_error']} "
-                     f"({report['pending_rows']} rows held in memory)")
-    if report.get("lines_quarantined"):
+    if doc.write_error:
+        lines.append(f"store write error: {doc.write_error} "
+                     f"({doc.pending_rows} rows held in memory)")
+    if doc.lines_quarantined:
         lines.append(f"store lines quarantined by the sync (not sent): "
-                     f"{report['lines_quarantined']} (see <data_dir>/quarantine)")
-    if report.get("samples_dropped"):
-        lines.append(f"samples dropped (store unwritable too long): {report['samples_dropped']}")
-    if report.get("extras_dropped"):
+                     f"{doc.lines_quarantined} (see <data_dir>/quarantine)")
+    if doc.samples_dropped:
+        lines.append(f"samples dropped (store unwritable too long): {doc.samples_dropped}")
+    if doc.extras_dropped:
         lines.append(f"extra fields dropped (over max_extra_keys/max_extra_bytes): "
-                     f"{report['extras_dropped']}")
-    for d in report["devices"]:
-        for f in d.get("damaged_files", []):
-            lines.append(f"{d['serial']}: {f.get('lines')} damaged line"
-                         f"{'s' if f.get('lines') != 1 else ''} in {f.get('file')}, the first "
-                         f"at byte {f.get('first_offset')}")
-    lines.append(f"backlog: {report['backlog_rows']} rows, {report['backlog_bytes']} bytes; "
-                 f"last sync: {report['last_sync_ts'] or 'never'}")
+                     f"{doc.extras_dropped}")
+    for d in doc.devices:
+        for f in d.damaged_files or ():
+            lines.append(f"{d.serial}: {f.lines} damaged line"
+                         f"{'s' if f.lines != 1 else ''} in {f.file}, the first "
+                         f"at byte {f.first_offset}")
+    lines.append(f"backlog: {doc.backlog_rows} rows, {doc.backlog_bytes} bytes; "
+                 f"last sync: {doc.last_sync_ts or 'never'}")
     lines.append(f"{'serial':<13} {'type':<12} {'role':<11} {'last sample':<25} "
                  f"{'age s':>8}  state")
-    for d in report["devices"]:
-        age = "-" if d["age_s"] is None else f"{d['age_s']:.1f}"
-        failed = d["state"] not in (DeviceState.OK, DeviceState.NOT_RUNNING)
-        state = d["state"] + (f": {d['last_error']}" if failed and d["last_error"] else "")
-        lines.append(f"{d['serial']:<13} {d['product_type']:<12} {d['role']:<11} "
-                     f"{d['last_ts'] or '-':<25} {age:>8}  {state}")
+    for d in doc.devices:
+        age = "-" if d.age_s is None else f"{d.age_s:.1f}"
+        failed = d.state not in (DeviceState.OK, DeviceState.NOT_RUNNING)
+        state = (d.state or "-") + (f": {d.last_error}" if failed and d.last_error else "")
+        lines.append(f"{d.serial:<13} {d.product_type or '-':<12} {d.role or '-':<11} "
+                     f"{d.last_ts or '-':<25} {age:>8}  {state}")
     return "\n".join(lines)

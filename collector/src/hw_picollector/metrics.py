@@ -1,10 +1,11 @@
 """This Pi's status as Prometheus metrics, for node_exporter's textfile collector.
 
-``hwpc status --prometheus FILE`` renders the same report as ``hwpc status --json`` (see
-``health.status``) and writes it atomically (a temporary file, then a rename), so the textfile
-collector never reads half a file. The collector role's ``hw-picollector-metrics.timer`` runs
-it when ``hwpc_metrics_textfile_dir`` is set; a household Pi that node_exporter scrapes then
-shows its freshness, backlog and sync health between two fleet audits.
+``hwpc status --prometheus FILE`` renders the same status as ``hwpc status --json`` (a
+``StatusDocument``: ``health.status_document``, status_document.py) and writes it atomically
+(a temporary file, then a rename), so the textfile collector never reads half a file. The
+collector role's ``hw-picollector-metrics.timer`` runs it when ``hwpc_metrics_textfile_dir``
+is set; a household Pi that node_exporter scrapes then shows its freshness, backlog and sync
+health between two fleet audits.
 
 Timestamps are Unix seconds; a metric whose value is unknown (no sample yet, never synced)
 is left out rather than reported as 0, so alerts on age don't fire on a new Pi.
@@ -12,6 +13,7 @@ is left out rather than reported as 0, so alerts on age don't fire on a new Pi.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from hw_picollector import files
 from hw_picollector.catalog import DeviceState
+from hw_picollector.status_document import StatusDocument, parse_status
 from hw_picollector.store import parse_ts
 
 __all__ = ["registry", "write"]
@@ -31,39 +34,42 @@ def _seconds(ts: str | None) -> float | None:
     return None if not ts else parse_ts(ts) / 1000
 
 
-def registry(report: dict[str, Any]) -> CollectorRegistry:
-    """The metrics of one ``health.status`` report."""
+def registry(report: StatusDocument | Mapping[str, Any]) -> CollectorRegistry:
+    """The metrics of one status (a document, or its JSON object as ``health.status``
+    returns it). A value the status does not hold is left out."""
+    doc = report if isinstance(report, StatusDocument) else parse_status(report)
     reg = CollectorRegistry()
 
-    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-        return Gauge(f"hwpc_{name}", doc, labels, registry=reg)
+    def gauge(name: str, help_: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(f"hwpc_{name}", help_, labels, registry=reg)
+
+    def known(name: str, help_: str, value: float | None) -> None:
+        if value is not None:
+            gauge(name, help_).set(value)
 
     gauge("info", "Constant 1, labelled with the site, host and version.",
           ("site_id", "host", "version")).labels(
-        report["site_id"], report["host"], report["version"]).set(1)
-    gauge("collector_up", "1 when the collector service is running.").set(
-        report["service_active"])
-    if report["uptime_s"] is not None:
-        gauge("collector_uptime_seconds", "Seconds since the collector started.").set(
-            report["uptime_s"])
-    gauge("clock_synchronised", "1 when the system clock is synchronised.").set(
-        report["clock_synchronised"])
-    if report["disk_free_mb"] >= 0:
+        doc.site_id or "", doc.host or "", doc.hwpc_version or "").set(1)
+    gauge("collector_up", "1 when the collector service is running.").set(doc.service_active)
+    known("collector_uptime_seconds", "Seconds since the collector started.", doc.uptime_s)
+    known("clock_synchronised", "1 when the system clock is synchronised.",
+          doc.clock_synchronised)
+    if doc.disk_free_mb is not None and doc.disk_free_mb >= 0:
         gauge("disk_free_bytes", "Free space on the store's file system.").set(
-            report["disk_free_mb"] * 1024 * 1024)
+            doc.disk_free_mb * 1024 * 1024)
     gauge("store_write_error", "1 while the store cannot write (rows held in memory).").set(
-        bool(report["write_error"]))
-    gauge("backlog_rows", "Stored rows not yet acknowledged by the central database.").set(
-        report["backlog_rows"])
-    gauge("backlog_bytes", "Stored bytes not yet acknowledged by the central database.").set(
-        report["backlog_bytes"])
+        bool(doc.write_error))
+    known("backlog_rows", "Stored rows not yet acknowledged by the central database.",
+          doc.backlog_rows)
+    known("backlog_bytes", "Stored bytes not yet acknowledged by the central database.",
+          doc.backlog_bytes)
     gauge("lines_quarantined", "Store lines the sync could not parse, kept aside in "
-          "<data_dir>/quarantine and never sent.").set(report.get("lines_quarantined", 0))
-    if (finished := _seconds(report["last_sync_ts"])) is not None:
-        gauge("last_sync_timestamp_seconds", "End of the last successful sync.").set(finished)
-    # a successful sync rewrites last-sync.json without last_error (see sync.py)
+          "<data_dir>/quarantine and never sent.").set(doc.lines_quarantined or 0)
+    known("last_sync_timestamp_seconds", "End of the last successful sync.",
+          _seconds(doc.last_sync_ts))
+    # a successful sync rewrites last-sync.json without last_error (see sync/)
     gauge("last_sync_failed", "1 when the latest sync attempt failed.").set(
-        bool((report.get("last_sync") or {}).get("last_error")))
+        bool((doc.last_sync or {}).get("last_error")))
 
     newest = gauge("device_last_sample_timestamp_seconds", "Newest sample in the store.",
                    DEVICE_LABELS)
@@ -80,21 +86,21 @@ def registry(report: dict[str, Any]) -> CollectorRegistry:
         "started: beyond max_extra_keys/max_extra_bytes in a sample.", DEVICE_LABELS)
     damaged = gauge("device_damaged_lines", "Damaged lines (not rows) in the store's part not "
                     "synced yet, found when the collector started.", DEVICE_LABELS)
-    for dev in report["devices"]:
-        labels = (dev["serial"], dev["product_type"], dev["role"])
-        if (ts := _seconds(dev["last_ts"])) is not None:
+    for dev in doc.devices:
+        labels = (dev.serial, dev.product_type or "", dev.role or "")
+        if (ts := _seconds(dev.last_ts)) is not None:
             newest.labels(*labels).set(ts)
-        ok.labels(*labels).set(dev["state"] == DeviceState.OK)
-        samples.labels(*labels).set(dev["samples_since_start"])
-        samples_dropped.labels(*labels).set(dev.get("samples_dropped", 0))
-        extras_dropped.labels(*labels).set(dev.get("extras_dropped", 0))
-        damaged.labels(*labels).set(dev.get("damaged_lines", 0))
+        ok.labels(*labels).set(dev.state == DeviceState.OK)
+        samples.labels(*labels).set(dev.samples_since_start or 0)
+        samples_dropped.labels(*labels).set(dev.samples_dropped or 0)
+        extras_dropped.labels(*labels).set(dev.extras_dropped or 0)
+        damaged.labels(*labels).set(dev.damaged_lines or 0)
     gauge("status_timestamp_seconds", "When these metrics were written.").set(
-        _seconds(report["now"]) or 0)
+        _seconds(doc.now) or 0)
     return reg
 
 
-def write(report: dict[str, Any], path: Path) -> None:
+def write(report: StatusDocument | Mapping[str, Any], path: Path) -> None:
     """Write the report's metrics to ``path`` atomically, readable by all (node_exporter runs
     as its own user; the services' umask would make the file private)."""
     # durable=False: a snapshot the metrics timer rewrites; the temporary name is not *.prom

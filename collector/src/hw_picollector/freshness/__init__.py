@@ -1,0 +1,62 @@
+"""`hwpc freshness`: the fleet freshness report (controller side).
+
+Input: a fleet file written by playbooks/check_freshness.yml — per inventory host its site,
+its devices and what `hwpc status --json` said (or that the host did not answer). Added here:
+what Cassandra knows (`device_latest`, `heartbeats`, sample counts per hour), which is how a
+Pi behind a household's NAT is still audited. Output: a verdict per site, a terminal table,
+``freshness-latest.json`` and ``freshness-latest.html``.
+
+One module per job, in the order a run goes through them:
+
+- `model`: the shared vocabulary (thresholds, `SiteInput`, `Central`, time helpers);
+- `fleet`: the fleet file read and each Pi's status checked (`load_fleet`, `status_problem`);
+- `queries`: what Cassandra knows (`query_central`), the only database access;
+- `judge`: the verdicts, pure (`judge`, `build_report`; the verdicts are described there);
+- `render`: the terminal table and the HTML page (`render_table`, `render_html`);
+- `command`: `hwpc freshness` end to end, and the report files (`run`, `write_reports`).
+
+The names below are the package's interface (cli.py and the tests import them from here).
+"""
+
+from __future__ import annotations
+
+from hw_picollector.freshness.command import run, write_atomic, write_reports
+from hw_picollector.freshness.fleet import load_fleet, status_problem
+from hw_picollector.freshness.judge import build_report, expected_samples, judge
+from hw_picollector.freshness.model import (
+    DAY_MS,
+    HOUR_MS,
+    VERDICTS,
+    Central,
+    SiteInput,
+    Thresholds,
+    hour_windows,
+    iso,
+    parse_iso,
+)
+from hw_picollector.freshness.queries import query_central
+from hw_picollector.freshness.render import COLOURS, render_html, render_table
+
+__all__ = [
+    "COLOURS",
+    "DAY_MS",
+    "HOUR_MS",
+    "VERDICTS",
+    "Central",
+    "SiteInput",
+    "Thresholds",
+    "build_report",
+    "expected_samples",
+    "hour_windows",
+    "iso",
+    "judge",
+    "load_fleet",
+    "parse_iso",
+    "query_central",
+    "render_html",
+    "render_table",
+    "run",
+    "status_problem",
+    "write_atomic",
+    "write_reports",
+]
