@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -307,15 +306,3 @@ def test_roles_are_checked() -> None:
         ]
         > 0
     )
-
-
-def test_throughput_is_reported() -> None:
-    """Printed for the record (history generation runs at 1 Hz over days); not asserted."""
-    for kind in ("HWE-P1", "HWE-KWH3"):
-        model = DeviceModel("5c2fafaabbcc", kind, start_ts=SUMMER_DAY)
-        n, began = 20000, time.perf_counter()
-        for s in range(n):
-            model.measurement(SUMMER_DAY + s)
-        rate = n / (time.perf_counter() - began)
-        print(f"\nmodel throughput {kind}: {rate:,.0f} samples/s")
-        assert rate > 0
