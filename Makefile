@@ -15,10 +15,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help:  ## list the commands
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): collector/pyproject.toml tests/requirements.txt
+$(STAMP): collector/pyproject.toml controller/pyproject.toml simulator/pyproject.toml tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r tests/requirements.txt -e 'collector[controller]'
+	$(BIN)/pip install -q -r tests/requirements.txt -e collector -e controller -e simulator
 	touch $@
 
 venv: $(STAMP)  ## Python environment with the collector and every tool
@@ -27,8 +27,8 @@ deps:  ## Debian packages the demo and tests need (JDK 17, Maven, ...), when mis
 	bash tests/harness/deps.sh
 
 lint: venv  ## ruff, mypy, import contracts, yamllint, ansible-lint (production profile)
-	$(BIN)/ruff check --config collector/pyproject.toml collector/src tests
-	cd collector && ../$(BIN)/mypy && ../$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check collector/src controller/src simulator/src tests
+	$(BIN)/mypy && $(BIN)/lint-imports --no-cache
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --offline -q
 

@@ -19,7 +19,7 @@ from hw_picollector.devices.client import (
     Unreachable,
 )
 from hw_picollector.devices.pair import pair
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator.server import SimulatedDevice
 from tests.conftest import free_port
 
 TOKEN = "0123456789ABCDEF0123456789ABCDEF"

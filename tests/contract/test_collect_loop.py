@@ -20,7 +20,7 @@ import pytest
 from hw_picollector.collect import Collector
 from hw_picollector.config import Config, DeviceConfig
 from hw_picollector.devices.transport import Connection
-from hw_picollector.simulator.server import SimulatedDevice, flaky_fails
+from hw_picollector_simulator.server import SimulatedDevice, flaky_fails
 from tests.conftest import free_port
 
 TOKEN = "0123456789ABCDEF0123456789ABCDEF"

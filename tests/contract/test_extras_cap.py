@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from hw_picollector import health, metrics
-from hw_picollector.simulator.server import MANY_EXTRAS, SimulatedDevice
+from hw_picollector_simulator.server import MANY_EXTRAS, SimulatedDevice
 from tests.conftest import free_port
 from tests.contract.test_collect_loop import collecting, device, state, until
 

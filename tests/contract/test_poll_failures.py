@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator.server import SimulatedDevice
 from tests.conftest import free_port
 from tests.contract.test_collect_loop import INTERVAL, collecting, device, state, until
 

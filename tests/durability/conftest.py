@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hw_picollector.simulator.server import SimulatedDevice
 from hw_picollector.store import parse_ts
+from hw_picollector_simulator.server import SimulatedDevice
 from tests.conftest import free_port
 
 HWPC = [sys.executable, "-m", "hw_picollector"]

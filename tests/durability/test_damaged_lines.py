@@ -16,7 +16,7 @@ from typing import Any
 
 from hw_picollector import checkpoints, store
 from hw_picollector.devices.canonical import columns
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator.server import SimulatedDevice
 from tests.conftest import wait_for
 from tests.durability.conftest import HWPC, start_collector, write_config
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator.server import SimulatedDevice
 from tests.conftest import wait_for
 from tests.durability.conftest import HWPC, read_device, start_collector, write_config
 

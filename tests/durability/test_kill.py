@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator.server import SimulatedDevice
 from tests.durability.conftest import read_device, start_collector, write_config
 
 INTERVAL = 0.2

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from openpyxl import Workbook
 
-from hw_picollector import catalog, discovery, sites
+from hw_picollector import catalog, discovery
 from hw_picollector.catalog import (
     PRODUCTS,
     Api,
@@ -31,9 +31,10 @@ from hw_picollector.catalog import (
 from hw_picollector.config import ConfigError, parse_config
 from hw_picollector.devices import canonical, tls
 from hw_picollector.devices.errors import DeviceError, InvalidResponse, Unreachable
-from hw_picollector.simulator import model
-from hw_picollector.simulator import tls as sim_tls
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_controller import sites
+from hw_picollector_simulator import model
+from hw_picollector_simulator import tls as sim_tls
+from hw_picollector_simulator.server import SimulatedDevice
 
 CATALOG_PY = Path(catalog.__file__)
 SERIAL = "5c2fafaabbcc"

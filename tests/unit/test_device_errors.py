@@ -17,7 +17,7 @@ from hw_picollector.devices.errors import (
     SerialMismatch,
 )
 from hw_picollector.devices.transport import Response
-from hw_picollector.simulator.server import JUNK_ERROR, SimulatedDevice
+from hw_picollector_simulator.server import JUNK_ERROR, SimulatedDevice
 
 JUNK = "\x1b[2J\x1b[31mred\x07\r\nX-Injected: yes\x00\u202egnp.exe\x9b\u2028next\ufeff"
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 # isort: split
-from hw_picollector.simulator import dsmr
-from hw_picollector.simulator.model import DeviceModel
+from hw_picollector_simulator import dsmr
+from hw_picollector_simulator.model import DeviceModel
 
 SUMMER_NOON = datetime(2026, 6, 24, 11, 40, tzinfo=UTC).timestamp()  # a Wednesday
 WINTER_NIGHT = datetime(2026, 1, 14, 2, 0, tzinfo=UTC).timestamp()

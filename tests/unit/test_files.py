@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 import hw_picollector
-from hw_picollector import checkpoints, collect, files, freshness, metrics, sites, store, sync
+from hw_picollector import checkpoints, collect, files, metrics, store, sync
 from hw_picollector.checkpoints import Checkpoint
 from hw_picollector.config import parse_config
+from hw_picollector_controller import freshness, sites
 
 PACKAGE = Path(hw_picollector.__file__).resolve().parent
 

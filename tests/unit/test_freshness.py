@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from hw_picollector import freshness, health
-from hw_picollector.freshness import Central, SiteInput, Thresholds, iso
+from hw_picollector import health
+from hw_picollector_controller import freshness
+from hw_picollector_controller.freshness import Central, SiteInput, Thresholds, iso
 
 NOW = 1_795_000_000_000 - 1_795_000_000_000 % 3_600_000 + 1_800_000  # half past an hour
 TH = Thresholds(freshness_max_age_s=60, sync_max_lag_s=120, heartbeat_max_age_s=300)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hw_picollector import schema, sync
+from hw_picollector import sync
+from hw_picollector_controller import schema
 from tests.unit.test_sync_batches import (
     KWH,
     P1,

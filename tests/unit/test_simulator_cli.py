@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 # isort: split
-from hw_picollector.simulator import add_arguments, run
-from hw_picollector.simulator.server import default_serial
+from hw_picollector_simulator import add_arguments, run
+from hw_picollector_simulator.server import default_serial
 
 LAUNCH = (
     "import argparse, sys\n"
-    "from hw_picollector.simulator import add_arguments, run\n"
+    "from hw_picollector_simulator import add_arguments, run\n"
     "parser = argparse.ArgumentParser(prog='hwpc simulate')\n"
     "add_arguments(parser)\n"
     "sys.exit(run(parser.parse_args(sys.argv[1:])))\n"
@@ -116,8 +116,9 @@ def test_serves_until_sigterm(tmp_path: Path, api: str) -> None:
 def test_the_cli_choices_are_the_models() -> None:
     """add_arguments takes the type and role choices from the catalog (cheap to import): every
     product type but the display, which has no measurements to simulate."""
-    from hw_picollector import catalog, simulator
-    from hw_picollector.simulator import model
+    import hw_picollector_simulator as simulator
+    from hw_picollector import catalog
+    from hw_picollector_simulator import model
 
     assert simulator.product_types() == tuple(
         t for t in catalog.product_types() if t != "HWE-DSP")

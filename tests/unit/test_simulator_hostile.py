@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 # isort: split
-from hw_picollector.simulator import FAULT_CHOICES
-from hw_picollector.simulator.server import (
+from hw_picollector_simulator import FAULT_CHOICES
+from hw_picollector_simulator.server import (
     DEEP_JSON_LEVELS,
     FAULTS,
     HOSTILE_FAULTS,

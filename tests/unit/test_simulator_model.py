@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 # isort: split
-from hw_picollector.simulator.model import DeviceModel
+from hw_picollector_simulator.model import DeviceModel
 
 # Wednesday 24 June 2026, 00:00 local (22:00 UTC the day before).
 SUMMER_DAY = int(datetime(2026, 6, 23, 22, 0, tzinfo=UTC).timestamp())

@@ -7,7 +7,7 @@ import json
 import pytest
 
 # isort: split
-from hw_picollector.simulator.payloads import dumps, nullify, to_v1, v1_name, v1_stamp
+from hw_picollector_simulator.payloads import dumps, nullify, to_v1, v1_name, v1_stamp
 
 
 @pytest.mark.parametrize(

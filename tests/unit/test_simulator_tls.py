@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # isort: split
-from hw_picollector.simulator import tls
+from hw_picollector_simulator import tls
 
 SERIAL = "5c2fafaabbcc"
 

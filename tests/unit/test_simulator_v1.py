@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 # isort: split
-from hw_picollector.simulator import dsmr
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator import dsmr
+from hw_picollector_simulator.server import SimulatedDevice
 
 Start = Callable[..., SimulatedDevice]
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 # isort: split
-from hw_picollector.simulator import dsmr
-from hw_picollector.simulator.server import SimulatedDevice
+from hw_picollector_simulator import dsmr
+from hw_picollector_simulator.server import SimulatedDevice
 
 PROVISIONED = "0123456789ABCDEF0123456789ABCDEF"  # the --token of these tests
 AUTH = {"Authorization": f"Bearer {PROVISIONED}"}

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from hw_picollector import sites
 from hw_picollector.cli import main
+from hw_picollector_controller import sites
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = REPO / "files"
@@ -708,7 +708,7 @@ def test_split_configurations(cell: str, items: list[Any]) -> None:
 
 
 def test_openpyxl_is_not_imported_by_the_cli_or_the_module() -> None:
-    code = ("import sys, hw_picollector.cli, hw_picollector.sites; "
+    code = ("import sys, hw_picollector.cli, hw_picollector_controller.sites; "
             "sys.exit('openpyxl' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
                             check=False)

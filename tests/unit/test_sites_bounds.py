@@ -12,8 +12,8 @@ import pytest
 from openpyxl import Workbook
 from openpyxl.comments import Comment
 
-from hw_picollector import sites
-from hw_picollector.sites import bounds
+from hw_picollector_controller import sites
+from hw_picollector_controller.sites import bounds
 from tests.unit.test_sites import LEGACY, edited, make_workbook, run_check, two_sheets
 from tests.unit.test_sites_hardening import _devices_part, _rewrite_member
 

@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from hw_picollector import cli, freshness, health, metrics
+from hw_picollector import cli, health, metrics
 from hw_picollector.config import load_config
-from hw_picollector.freshness import Central, Thresholds, iso
+from hw_picollector_controller import freshness
+from hw_picollector_controller.freshness import Central, Thresholds, iso
 from tests.unit import frozen_status
 from tests.unit.frozen_status import KWH, NOW, P1
 

@@ -7,21 +7,22 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from datetime import UTC, date, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from hw_picollector import __version__
+from hw_picollector.commands import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    ELSEWHERE,
+    ENTRY_POINT_GROUP,
+    Command,
+    Failure,
+)
 from hw_picollector.config import Config, ConfigError, load_config
 
 log = logging.getLogger("hw_picollector")
 
-DEFAULT_CONFIG = "/etc/hw-picollector/config.yml"  # where the collector role writes it
-CONFIG_ENV = "HWPC_CONFIG"
-
-
-class Failure(Exception):
-    """A failure already phrased for the operator: printed as one line, exit 1."""
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -69,25 +70,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return sync.run(_config(args), once=args.once, progress=progress)
 
 
-def cmd_db(args: argparse.Namespace) -> int:
-    from hw_picollector import schema
-
-    return schema.run(args)
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from hw_picollector import simulator
-
-    return simulator.run(args)
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    from hw_picollector import history
-
-    end = date.fromisoformat(args.end) if args.end else datetime.now(UTC).date()
-    return history.run(_config(args), days=args.days, end=end)
-
-
 def cmd_discover(args: argparse.Namespace) -> int:
     from hw_picollector import discovery
 
@@ -118,30 +100,6 @@ def cmd_pair(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_freshness(args: argparse.Namespace) -> int:
-    from hw_picollector import freshness
-
-    if args.command == "audit":
-        print("hwpc: `hwpc audit` is deprecated and goes in the next release: "
-              "use `hwpc freshness`", file=sys.stderr)
-
-    th = freshness.Thresholds(freshness_max_age_s=args.freshness_max_age_s,
-                              sync_max_lag_s=args.sync_max_lag_s,
-                              heartbeat_max_age_s=args.heartbeat_max_age_s)
-    try:
-        return freshness.run(args.config, Path(args.fleet), Path(args.out_dir), th,
-                             coverage_hours=args.coverage_hours, fail=args.fail,
-                             as_json=args.json)
-    except (OSError, ValueError) as exc:
-        raise Failure(f"freshness: {exc}") from exc
-
-
-def cmd_sites(args: argparse.Namespace) -> int:
-    from hw_picollector import sites
-
-    return sites.run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hwpc", description="HomeWizard meters to a durable local store, then exactly "
@@ -150,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
-            config: bool = True, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    def add(name: str, func: Command, help_: str, *, config: bool = True,
+            aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, aliases=list(aliases))
         if config:  # the Pi's commands: its config has one place
             p.add_argument("--config", metavar="FILE",
@@ -176,35 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the status as Prometheus metrics to FILE (atomically; for "
                         "node_exporter's textfile collector, FILE ends in .prom) instead")
 
-    p = add("db", cmd_db, "central database: schema and per-Pi login roles", config=False)
-    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    for action, text in (("init", "create or upgrade keyspace and tables (idempotent)"),
-                         ("check", "report schema drift, one line per problem")):
-        q = dbsub.add_parser(action, help=text, description=text)
-        q.add_argument("--config", required=True, metavar="FILE")
-    q = dbsub.add_parser("create-role", help="a Pi's login role: MODIFY on the tables the sync "
-                         "writes to, no SELECT (--read-only: SELECT on the keyspace); broader "
-                         "grants are revoked; password read from a file, never from the "
-                         "command line")
-    q.add_argument("--config", required=True, metavar="FILE")
-    q.add_argument("--role", required=True, help="role name, e.g. pi_cdb001")
-    q.add_argument("--password-file", required=True, metavar="FILE")
-    q.add_argument("--read-only", action="store_true",
-                   help="SELECT on the keyspace only (the fleet audit's role); revokes MODIFY")
-    q.add_argument("--dry-run", action="store_true",
-                   help="say what would change (created, password or grants updated), "
-                        "change nothing")
-
-    p = add("simulate", cmd_simulate, "a faithful HomeWizard device simulator", config=False)
-    from hw_picollector import simulator
-
-    simulator.add_arguments(p)
-
-    p = add("simulate-history", cmd_history,
-            "write N days of realistic 1 Hz history into the local store")
-    p.add_argument("--days", type=int, required=True, help="number of days")
-    p.add_argument("--end", help="last day, YYYY-MM-DD (default: today, up to now)")
-
     p = add("discover", cmd_discover, "find HomeWizard devices by mDNS", config=False)
     p.add_argument("--timeout", type=float, default=5.0, metavar="S")
     p.add_argument("--json", action="store_true")
@@ -217,31 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", help="CA to trust instead of the HomeWizard CA")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S")
 
-    p = add("freshness", cmd_freshness, "the freshness report: local status of every Pi plus "
-            "what Cassandra knows; verdict per site (controller side; `audit`: deprecated)",
-            aliases=("audit",))
-    p.add_argument("--fleet", required=True, metavar="FILE",
-                   help="fleet file written by playbooks/check_freshness.yml")
-    p.add_argument("--out-dir", default="reports", metavar="DIR",
-                   help="where freshness-latest.json and .html go (default: reports)")
-    p.add_argument("--freshness-max-age-s", type=float, default=600.0, metavar="S")
-    p.add_argument("--sync-max-lag-s", type=float, default=900.0, metavar="S")
-    p.add_argument("--heartbeat-max-age-s", type=float, default=900.0, metavar="S")
-    p.add_argument("--coverage-hours", type=int, default=24, metavar="N",
-                   help="hourly coverage strips over the last N hours (0: none)")
-    p.add_argument("--no-fail", dest="fail", action="store_false",
-                   help="exit 0 even when a site is not ok")
-    p.add_argument("--json", action="store_true", help="print the JSON report")
-
-    p = add("sites", cmd_sites, "sites workbook: check, or import into an inventory",
-            config=False)
-    sitesub = p.add_subparsers(dest="sites_command", required=True, metavar="ACTION")
-    q = sitesub.add_parser("check", help="report every problem (sheet, row, column)")
-    q.add_argument("workbook")
-    q = sitesub.add_parser("import", help="write inventories/<name>/hosts.yml")
-    q.add_argument("workbook")
-    q.add_argument("--inventory", required=True, metavar="DIR")
+    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        entry_point.load()(add)  # the controller's and the simulator's commands, if installed
+    for name, distribution in ELSEWHERE.items():
+        if name not in sub.choices:
+            p = sub.add_parser(name, help=f"(not installed here: {distribution})",
+                               add_help=False, prefix_chars="\0")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_elsewhere(name, distribution))
     return parser
+
+
+def _elsewhere(name: str, distribution: str) -> Command:
+    def missing(args: argparse.Namespace) -> int:
+        raise Failure(f"`hwpc {name}` comes with {distribution}, which is not installed here "
+                      "(a Pi installs the runtime only)")
+    return missing
 
 
 def main(argv: list[str] | None = None) -> int:

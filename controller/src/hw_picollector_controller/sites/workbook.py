@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-from hw_picollector.sites.fleet import Fleet
+from hw_picollector_controller.sites.fleet import Fleet
 
 TEMPLATE_RE = re.compile(r"\{[{%#]")  # what starts an Ansible (Jinja) expression, tag, comment
 SECRET_RE = re.compile(r"token|passw|pwd|secret|credential|api[\s_-]?key|private[\s_-]?key",

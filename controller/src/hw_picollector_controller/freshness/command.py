@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from hw_picollector import files
-from hw_picollector.freshness import queries
-from hw_picollector.freshness.fleet import load_fleet
-from hw_picollector.freshness.judge import build_report
-from hw_picollector.freshness.model import Central, Thresholds
-from hw_picollector.freshness.render import render_html, render_table
+from hw_picollector_controller.freshness import queries
+from hw_picollector_controller.freshness.fleet import load_fleet
+from hw_picollector_controller.freshness.judge import build_report
+from hw_picollector_controller.freshness.model import Central, Thresholds
+from hw_picollector_controller.freshness.render import render_html, render_table
 
 
 def write_atomic(path: Path, text: str) -> None:

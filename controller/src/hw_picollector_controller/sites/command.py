@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from hw_picollector.sites.fleet import _plural
-from hw_picollector.sites.inventory import _generated_by_us, render, write_atomic
-from hw_picollector.sites.loader import load
+from hw_picollector_controller.sites.fleet import _plural
+from hw_picollector_controller.sites.inventory import _generated_by_us, render, write_atomic
+from hw_picollector_controller.sites.loader import load
 
 
 def run(args: argparse.Namespace) -> int:

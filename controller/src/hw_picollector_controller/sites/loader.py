@@ -13,10 +13,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from hw_picollector.sites.bounds import _size_problems
-from hw_picollector.sites.check import DEVICES_SHEET, SITES_SHEET, _suggest, _two_sheets, _zones
-from hw_picollector.sites.fleet import Fleet
-from hw_picollector.sites.legacy import _legacy, _looks_legacy
+from hw_picollector_controller.sites.bounds import _size_problems
+from hw_picollector_controller.sites.check import (
+    DEVICES_SHEET,
+    SITES_SHEET,
+    _suggest,
+    _two_sheets,
+    _zones,
+)
+from hw_picollector_controller.sites.fleet import Fleet
+from hw_picollector_controller.sites.legacy import _legacy, _looks_legacy
 
 
 def _sheet_map(wb: Any) -> dict[str, str]:

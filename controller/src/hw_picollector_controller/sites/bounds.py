@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hw_picollector.sites.workbook import _col_letter, _sheet_ref
+from hw_picollector_controller.sites.workbook import _col_letter, _sheet_ref
 
 # Bounds of what is loaded, checked on the file before openpyxl reads it (it builds an object
 # per cell: 100,000 cells take seconds and about 80 MB). A study of households has hundreds

@@ -17,7 +17,8 @@ from typing import Any
 
 from hw_picollector import __version__
 from hw_picollector.catalog import Verdict
-from hw_picollector.freshness.model import (
+from hw_picollector.status_document import StatusDocument, StatusError, parse_status
+from hw_picollector_controller.freshness.model import (
     DAY_MS,
     HOUR_MS,
     VERDICTS,
@@ -28,7 +29,6 @@ from hw_picollector.freshness.model import (
     iso,
     parse_iso,
 )
-from hw_picollector.status_document import StatusDocument, StatusError, parse_status
 
 
 def expected_samples(start_ms: int, end_ms: int, now_ms: int, poll_interval_s: float) -> float:

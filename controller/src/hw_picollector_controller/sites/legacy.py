@@ -46,9 +46,9 @@ from typing import Any
 
 from hw_picollector import catalog
 from hw_picollector.catalog import ProductType, Role
-from hw_picollector.sites.check import _Checker, _DeviceIn, _suggest
-from hw_picollector.sites.fleet import Fleet
-from hw_picollector.sites.workbook import SECRET_RE, _as_text, _Table, _template_problem
+from hw_picollector_controller.sites.check import _Checker, _DeviceIn, _suggest
+from hw_picollector_controller.sites.fleet import Fleet
+from hw_picollector_controller.sites.workbook import SECRET_RE, _as_text, _Table, _template_problem
 
 LEGACY_COLUMNS = ("user_id", "has_pv", "configurations", "host", "timezone", "active", "notes")
 LEGACY_REQUIRED = ("user_id", "configurations")

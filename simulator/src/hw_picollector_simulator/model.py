@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 
 from hw_picollector import catalog
 from hw_picollector.catalog import ProductType, Role
-from hw_picollector.simulator import product_types
+from hw_picollector_simulator import product_types
 
 EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z, a Monday: counters grow from here
 WEEK = 7 * 86400

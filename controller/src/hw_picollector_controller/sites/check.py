@@ -58,9 +58,9 @@ from typing import Any
 from hw_picollector import catalog
 from hw_picollector.catalog import API_NAMES, ROLE_NAMES, Api
 from hw_picollector.config import SERIAL_RE, valid_address
-from hw_picollector.schema import IDENT, IDENT_MAX_LEN
-from hw_picollector.sites.fleet import Device, Fleet, Site
-from hw_picollector.sites.workbook import _Row, _Table
+from hw_picollector_controller.schema import IDENT, IDENT_MAX_LEN
+from hw_picollector_controller.sites.fleet import Device, Fleet, Site
+from hw_picollector_controller.sites.workbook import _Row, _Table
 
 SITES_SHEET = "sites"
 DEVICES_SHEET = "devices"

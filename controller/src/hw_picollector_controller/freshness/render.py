@@ -13,7 +13,7 @@ import unicodedata
 from typing import Any
 
 from hw_picollector.catalog import Verdict
-from hw_picollector.freshness.model import VERDICTS, finite
+from hw_picollector_controller.freshness.model import VERDICTS, finite
 
 COLOURS: dict[str, str] = {Verdict.OK: "#2e7d32", Verdict.LAGGING: "#ef6c00",
                            Verdict.STALE: "#c62828", Verdict.DOWN: "#6a1b9a"}

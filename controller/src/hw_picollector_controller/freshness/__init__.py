@@ -20,10 +20,10 @@ The names below are the package's interface (cli.py and the tests import them fr
 
 from __future__ import annotations
 
-from hw_picollector.freshness.command import run, write_atomic, write_reports
-from hw_picollector.freshness.fleet import load_fleet, status_problem
-from hw_picollector.freshness.judge import build_report, expected_samples, judge
-from hw_picollector.freshness.model import (
+from hw_picollector_controller.freshness.command import run, write_atomic, write_reports
+from hw_picollector_controller.freshness.fleet import load_fleet, status_problem
+from hw_picollector_controller.freshness.judge import build_report, expected_samples, judge
+from hw_picollector_controller.freshness.model import (
     DAY_MS,
     HOUR_MS,
     VERDICTS,
@@ -34,8 +34,8 @@ from hw_picollector.freshness.model import (
     iso,
     parse_iso,
 )
-from hw_picollector.freshness.queries import query_central
-from hw_picollector.freshness.render import COLOURS, render_html, render_table
+from hw_picollector_controller.freshness.queries import query_central
+from hw_picollector_controller.freshness.render import COLOURS, render_html, render_table
 
 __all__ = [
     "COLOURS",

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from hw_picollector import store
 from hw_picollector.config import Config
 from hw_picollector.devices.canonical import columns, to_sample
-from hw_picollector.simulator.model import DeviceModel
+from hw_picollector_simulator.model import DeviceModel
 
 log = logging.getLogger(__name__)
 

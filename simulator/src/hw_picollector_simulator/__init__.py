@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; prints ``simulating <type> <serial> api <v> on <url>``."""
-    from hw_picollector.simulator.server import run as serve  # lazy: keeps `hwpc --help` fast
+    from hw_picollector_simulator.server import run as serve  # lazy: keeps `hwpc --help` fast
 
     return serve(args)
 

@@ -9,7 +9,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from hw_picollector.freshness.model import DAY_MS, HOUR_MS, Central, SiteInput, hour_windows, iso
+from hw_picollector_controller.freshness.model import (
+    DAY_MS,
+    HOUR_MS,
+    Central,
+    SiteInput,
+    hour_windows,
+    iso,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,23 +17,23 @@ One module per job. Each imports only modules listed before it (checked by the
 - ``inventory``: the Ansible inventory writer (``hosts.yml``, every string ``!unsafe``).
 - ``command``: ``hwpc sites check|import`` (``run``, called by ``hw_picollector.cli``).
 
-Below: the names the CLI and the tests use, as ``hw_picollector.sites.NAME``.
+Below: the names the CLI and the tests use, as ``hw_picollector_controller.sites.NAME``.
 """
 
 from __future__ import annotations
 
-from hw_picollector.sites.check import (
+from hw_picollector_controller.sites.check import (
     _host_problem,
     _serial_problem,
     _site_id_problem,
     cassandra_login,
 )
-from hw_picollector.sites.command import run
-from hw_picollector.sites.fleet import Device, Fleet, Site
-from hw_picollector.sites.inventory import HEADER_MARK, render, write_atomic
-from hw_picollector.sites.legacy import parse_entry, split_configurations
-from hw_picollector.sites.loader import load, parse_workbook
-from hw_picollector.sites.workbook import TEMPLATE_RE
+from hw_picollector_controller.sites.command import run
+from hw_picollector_controller.sites.fleet import Device, Fleet, Site
+from hw_picollector_controller.sites.inventory import HEADER_MARK, render, write_atomic
+from hw_picollector_controller.sites.legacy import parse_entry, split_configurations
+from hw_picollector_controller.sites.loader import load, parse_workbook
+from hw_picollector_controller.sites.workbook import TEMPLATE_RE
 
 __all__ = [
     "HEADER_MARK",

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hw_picollector.freshness.model import SiteInput
 from hw_picollector.status_document import StatusDocument, StatusError, parse_status
+from hw_picollector_controller.freshness.model import SiteInput
 
 
 def status_problem(status: Any) -> str | None:

@@ -68,9 +68,9 @@ from urllib.parse import urlsplit
 
 from hw_picollector import catalog
 from hw_picollector.catalog import API_NAMES, Api, ProductType
-from hw_picollector.simulator import dsmr, product_types, tls
-from hw_picollector.simulator.model import DeviceModel
-from hw_picollector.simulator.payloads import dumps, nullify, to_v1
+from hw_picollector_simulator import dsmr, product_types, tls
+from hw_picollector_simulator.model import DeviceModel
+from hw_picollector_simulator.payloads import dumps, nullify, to_v1
 
 log = logging.getLogger(__name__)
 
