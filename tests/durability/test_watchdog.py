@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hw_picollector.collect import POLL_STALL_S
+from hw_picollector.collect.collector import POLL_STALL_S
 from hw_picollector_simulator.server import SimulatedDevice
 from tests.durability.conftest import write_config
 

@@ -28,7 +28,7 @@ def wheel(folder: str, out: Path) -> list[str]:
 def test_the_pi_wheel_holds_the_runtime_only(tmp_path: Path) -> None:
     names = wheel("collector", tmp_path)
     modules = {n for n in names if n.endswith(".py")}
-    assert "hw_picollector/collect.py" in modules and "hw_picollector/sync/stream.py" in modules
+    assert {"hw_picollector/collect/collector.py", "hw_picollector/sync/stream.py"} <= modules
     assert all(n.startswith("hw_picollector/") for n in modules), modules
     for elsewhere in ("sites", "freshness", "schema", "simulator", "history"):
         assert not any(n.startswith(f"hw_picollector/{elsewhere}") for n in modules)

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 import hw_picollector
-from hw_picollector import checkpoints, collect, files, metrics, store, sync
+from hw_picollector import checkpoints, files, metrics, store, sync
 from hw_picollector.checkpoints import Checkpoint
+from hw_picollector.collect import state_file
 from hw_picollector.config import parse_config
+from hw_picollector.state_document import CollectorState
 from hw_picollector_controller import freshness, sites
 
 PACKAGE = Path(hw_picollector.__file__).resolve().parent
@@ -222,7 +224,7 @@ def test_the_inventory_is_durable_and_0644(
 def test_snapshots_are_not_synced(tmp_path: Path, synced: list[tuple[str, str, int]],
                                   monkeypatch: pytest.MonkeyPatch, umask: None) -> None:
     os.umask(0o027)
-    collect.write_state(tmp_path / "state" / "collector.json", {"a": 1})
+    state_file.write_state(tmp_path / "state" / "collector.json", CollectorState())
     freshness.write_atomic(tmp_path / "reports" / "freshness-latest.json", "{}\n")
     monkeypatch.setattr(metrics, "registry", lambda _report: None)
     monkeypatch.setattr(metrics, "generate_latest", lambda _registry: b"# metrics\n")
@@ -236,14 +238,14 @@ def test_snapshots_are_not_synced(tmp_path: Path, synced: list[tuple[str, str, i
 def test_on_a_full_disk_the_status_is_written_in_place_without_a_temporary(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "collector.json"
-    collect.write_state(path, {"note": "a longer first snapshot"})
+    state_file.write_state(path, CollectorState(clock="a longer first snapshot"))
 
     def full(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)
-    collect.write_state(path, {"note": "full"})
-    assert path.read_text().rstrip(" ") == '{"note": "full"}'
+    state_file.write_state(path, CollectorState(clock="full"))
+    assert path.read_text().rstrip(" ") == CollectorState(clock="full").to_json()
     assert leftovers(tmp_path) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import time
@@ -13,8 +14,16 @@ from typing import Any
 import pytest
 
 from hw_picollector import health
+from hw_picollector.catalog import Verdict
 from hw_picollector_controller import freshness
-from hw_picollector_controller.freshness import Central, SiteInput, Thresholds, iso
+from hw_picollector_controller.freshness import (
+    Central,
+    Heartbeat,
+    SiteInput,
+    Summary,
+    Thresholds,
+    iso,
+)
 
 NOW = 1_795_000_000_000 - 1_795_000_000_000 % 3_600_000 + 1_800_000  # half past an hour
 TH = Thresholds(freshness_max_age_s=60, sync_max_lag_s=120, heartbeat_max_age_s=300)
@@ -33,9 +42,9 @@ def status(*devices: tuple[str, float | None], active: bool = True, now: int = N
 def central(latest: dict[str, float] | None = None, beat_age: float | None = 10) -> Central:
     return Central(
         latest={s: NOW - int(a * 1000) for s, a in (latest or {}).items()},
-        heartbeat=None if beat_age is None else {
-            "ts": iso(NOW - int(beat_age * 1000)), "uptime_s": 99.0, "backlog_rows": 3,
-            "collector_active": True, "disk_free_mb": 800, "clock_synchronised": True},
+        heartbeat=None if beat_age is None else Heartbeat(
+            ts=iso(NOW - int(beat_age * 1000)), uptime_s=99.0, backlog_rows=3,
+            collector_active=True, disk_free_mb=800, clock_synchronised=True),
         hourly={}, daily={})
 
 
@@ -47,78 +56,78 @@ def site(reachable: bool = True, st: dict | None = None, devices: tuple[str, ...
 
 def test_fresh_everywhere_is_ok():
     e = freshness.judge(site(st=status(("aa01", 2))), central({"aa01": 40}), NOW, TH)
-    assert e["verdict"] == "ok"
-    assert e["reasons"] == []
-    d = e["devices"][0]
-    assert (d["status"], d["age_s"], d["sync_lag_s"]) == ("ok", 2.0, 40.0)
-    assert e["backlog_rows"] == 7 and e["uptime_s"] == 1234.0 and e["service_active"] is True
+    assert e.verdict == "ok"
+    assert e.reasons == ()
+    d = e.devices[0]
+    assert (d.status, d.age_s, d.sync_lag_s) == ("ok", 2.0, 40.0)
+    assert e.backlog_rows == 7 and e.uptime_s == 1234.0 and e.service_active is True
 
 
 def test_old_local_sample_is_stale_and_named():
     e = freshness.judge(site(st=status(("aa01", 61), active=False)), central({"aa01": 61}),
                         NOW, TH)
-    assert e["verdict"] == "stale"
-    assert e["service_active"] is False
-    assert "aa01: newest local sample 61 s old (max 60)" in e["reasons"]
+    assert e.verdict == "stale"
+    assert e.service_active is False
+    assert "aa01: newest local sample 61 s old (max 60)" in e.reasons
 
 
 def test_device_without_any_local_sample_is_stale():
     e = freshness.judge(site(st=status(("aa01", None))), central({}), NOW, TH)
-    assert e["verdict"] == "stale"
-    assert e["reasons"] == ["aa01: no local sample"]
+    assert e.verdict == "stale"
+    assert e.reasons == ("aa01: no local sample",)
 
 
 def test_fresh_on_pi_but_old_in_cassandra_is_lagging():
     e = freshness.judge(site(st=status(("aa01", 1))), central({"aa01": 121}), NOW, TH)
-    assert e["verdict"] == "lagging"
-    assert e["devices"][0]["status"] == "lagging"
-    assert "newest central sample 121 s old (max 120)" in e["reasons"][0]
+    assert e.verdict == "lagging"
+    assert e.devices[0].status == "lagging"
+    assert "newest central sample 121 s old (max 120)" in e.reasons[0]
 
 
 def test_fresh_on_pi_and_nothing_in_cassandra_is_lagging():
     e = freshness.judge(site(st=status(("aa01", 1))), central(), NOW, TH)
-    assert e["verdict"] == "lagging"
-    assert "nothing in Cassandra" in e["reasons"][0]
+    assert e.verdict == "lagging"
+    assert "nothing in Cassandra" in e.reasons[0]
 
 
 def test_stale_wins_over_lagging():
     st = status(("aa01", 1), ("aa02", 500))
     e = freshness.judge(site(st=st, devices=("aa01", "aa02")), central({"aa01": 500}), NOW, TH)
-    assert [d["status"] for d in e["devices"]] == ["lagging", "stale"]
-    assert e["verdict"] == "stale"
+    assert [d.status for d in e.devices] == ["lagging", "stale"]
+    assert e.verdict == "stale"
 
 
 def test_unreachable_without_recent_heartbeat_is_down():
     e = freshness.judge(site(reachable=False), central({"aa01": 5}, beat_age=301), NOW, TH)
-    assert e["verdict"] == "down"
-    assert "newest heartbeat is 301 s old (max 300)" in e["reasons"][0]
+    assert e.verdict == "down"
+    assert "newest heartbeat is 301 s old (max 300)" in e.reasons[0]
     e = freshness.judge(site(reachable=False), central({"aa01": 5}, beat_age=None), NOW, TH)
-    assert e["verdict"] == "down"
-    assert "never sent a heartbeat" in e["reasons"][0]
+    assert e.verdict == "down"
+    assert "never sent a heartbeat" in e.reasons[0]
 
 
 def test_unreachable_with_heartbeat_is_judged_from_central_data():
     e = freshness.judge(site(reachable=False), central({"aa01": 30}, beat_age=20), NOW, TH)
-    assert e["verdict"] == "ok"
-    assert e["devices"][0]["last_local_ts"] is None
-    assert e["service_active"] is True and e["backlog_rows"] == 3  # from the heartbeat
-    assert "judged from Cassandra" in e["reasons"][0]
+    assert e.verdict == "ok"
+    assert e.devices[0].last_local_ts is None
+    assert e.service_active is True and e.backlog_rows == 3  # from the heartbeat
+    assert "judged from Cassandra" in e.reasons[0]
     e = freshness.judge(site(reachable=False), central({"aa01": 90}, beat_age=20), NOW, TH)
-    assert e["verdict"] == "stale"
-    assert "aa01: newest central sample 90 s old (max 60)" in e["reasons"]
+    assert e.verdict == "stale"
+    assert "aa01: newest central sample 90 s old (max 60)" in e.reasons
 
 
 def test_reachable_host_whose_status_failed_is_stale_with_the_error():
     e = freshness.judge(site(st=None, error="hwpc status exited 1: config error"),
                         central({"aa01": 5}), NOW, TH)
-    assert e["verdict"] == "stale"
-    assert e["reasons"][0] == "hwpc status exited 1: config error"
+    assert e.verdict == "stale"
+    assert e.reasons[0] == "hwpc status exited 1: config error"
 
 
 def test_devices_seen_only_centrally_are_reported_too():
     e = freshness.judge(site(st=status(("aa01", 1))), central({"aa01": 5, "bb02": 5}), NOW, TH)
-    assert [d["serial"] for d in e["devices"]] == ["aa01", "bb02"]
-    assert e["devices"][1]["status"] == "stale"  # nothing local for a device the Pi lacks
+    assert [d.serial for d in e.devices] == ["aa01", "bb02"]
+    assert e.devices[1].status == "stale"  # nothing local for a device the Pi lacks
 
 
 def test_hourly_coverage_expected_counts_and_local_central_values():
@@ -131,18 +140,18 @@ def test_hourly_coverage_expected_counts_and_local_central_values():
     day = iso(NOW)[:10]
     c.daily = {"aa01": {day: 5400}}
     e = freshness.judge(site(st=st), c, NOW, TH, coverage_hours=3)
-    cov = e["devices"][0]["coverage_hourly"]
-    assert [x["expected"] for x in cov] == [3600, 3600, 1800]   # the current hour: 30 min
-    assert [x["local"] for x in cov] == [3000, 3000, 3000]
-    assert [x["central"] for x in cov] == [3600, None, 1700]
+    cov = e.devices[0].coverage_hourly
+    assert [x.expected for x in cov] == [3600, 3600, 1800]   # the current hour: 30 min
+    assert [x.local for x in cov] == [3000, 3000, 3000]
+    assert [x.central for x in cov] == [3600, None, 1700]
     c.hourly = {"aa01": {iso(hours[1])[:13]: 0, iso(hours[2])[:13]: 1700}}
-    cov = freshness.judge(site(st=st), c, NOW, TH, coverage_hours=3)["devices"][0][
-        "coverage_hourly"]
-    assert [x["central"] for x in cov] == [None, None, 1700], "before the first sample: no data"
+    cov = freshness.judge(site(st=st), c, NOW, TH, coverage_hours=3).devices[0].coverage_hourly
+    assert [x.central for x in cov] == [None, None, 1700], "before the first sample: no data"
     seconds_today = (NOW % 86_400_000) / 1000
-    daily = e["devices"][0]["coverage_daily"][day]
-    assert daily["expected"] == round(seconds_today)
-    assert daily["coverage"] == pytest.approx(min(1.0, 5400 / seconds_today), abs=1e-4)
+    (daily,) = e.devices[0].coverage_daily
+    assert daily.day == day
+    assert daily.expected == round(seconds_today)
+    assert daily.coverage == pytest.approx(min(1.0, 5400 / seconds_today), abs=1e-4)
 
 
 def test_report_summary_table_and_html(tmp_path: Path):
@@ -151,8 +160,8 @@ def test_report_summary_table_and_html(tmp_path: Path):
                        status=None)]
     cen = {"S1": central({"aa01": 10}), "S2<x>": central({}, beat_age=None)}
     report = freshness.build_report(sites, cen, NOW, TH, coverage_hours=24)
-    assert report["summary"] == {"sites": 2, "ok": 1, "lagging": 0, "stale": 0, "down": 1}
-    assert report["ok"] is False
+    assert report.summary == Summary(sites=2, ok=1, lagging=0, stale=0, down=1)
+    assert report.ok is False
     table = freshness.render_table(report)
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["SITE", "HOST", "VERDICT"]
@@ -160,7 +169,9 @@ def test_report_summary_table_and_html(tmp_path: Path):
     assert any(line.startswith("S2<x>") and "DOWN" in line for line in lines)
     assert "2 sites: 1 ok, 0 lagging, 0 stale, 1 down" in table
     json_path, html_path = freshness.write_reports(report, tmp_path / "reports")
-    assert json.loads(json_path.read_text())["sites"][1]["verdict"] == "down"
+    written = json.loads(json_path.read_text())
+    assert written["report_version"] == 2 and written["sites"][1]["verdict"] == "down"
+    assert freshness.parse_report(written) == report
     page = html_path.read_text()
     assert "S2&lt;x&gt;" in page and "S2<x>" not in page
     assert page.count("<table class=strip>") == 2  # one strip pair per device
@@ -169,7 +180,8 @@ def test_report_summary_table_and_html(tmp_path: Path):
 
 def test_json_report_has_the_contract_fields():
     report = freshness.build_report([site(st=status(("aa01", 1)))],
-                                    {"S1": central({"aa01": 10})}, NOW, TH)
+                                    {"S1": central({"aa01": 10})}, NOW, TH).to_dict()
+    assert report["report_version"] == 2
     e = report["sites"][0]
     for key in ("site_id", "host", "reachable", "service_active", "devices", "backlog_rows",
                 "last_sync_ts", "uptime_s", "verdict"):
@@ -284,13 +296,13 @@ def test_hostile_status_values_never_become_markup(tmp_path: Path):
     cen = {"S1": central({"aa01": 10}), "S2": central({"aa02": 10})}
     report = freshness.build_report(sites, cen, NOW, TH)
     text = assert_inert(freshness.render_html(report))
-    bad = report["sites"][1]
-    assert bad["verdict"] != "ok"
-    assert bad["reasons"][0].startswith("malformed status")
+    bad = report.sites[1]
+    assert bad.verdict != "ok"
+    assert bad.reasons[0].startswith("malformed status")
     # what the Pi said is dropped; the heartbeat in Cassandra stands in, as for a failed status
-    assert bad["backlog_rows"] == 3 and bad["disk_free_mb"] == 800
+    assert bad.backlog_rows == 3 and bad.disk_free_mb == 800
     assert "malformed status" in text
-    assert report["sites"][0]["verdict"] == "ok", "the other sites are judged as usual"
+    assert report.sites[0].verdict == "ok", "the other sites are judged as usual"
 
 
 def test_hostile_text_is_shown_as_text(tmp_path: Path):
@@ -307,26 +319,47 @@ def test_hostile_text_is_shown_as_text(tmp_path: Path):
 
 
 def _poison(value: Any, payload: str) -> Any:
+    """A report with every text in it (names, times, hours, days, reasons, the release)
+    replaced by ``payload``; its numbers, flags and verdicts are typed and stay."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _poison(getattr(value, f.name), payload)
+                                             for f in dataclasses.fields(value)})
+    if isinstance(value, tuple):
+        return tuple(_poison(v, payload) for v in value)
+    if isinstance(value, str) and not isinstance(value, Verdict):
+        return payload
+    return value
+
+
+def _poison_json(value: Any, payload: str) -> Any:
+    """A JSON report with every value replaced by ``payload``."""
     if isinstance(value, dict):
-        return {k: _poison(v, payload) for k, v in value.items()}
+        return {k: _poison_json(v, payload) for k, v in value.items()}
     if isinstance(value, list):
-        return [_poison(v, payload) for v in value]
+        return [_poison_json(v, payload) for v in value]
     return payload
 
 
-def test_render_html_escapes_or_coerces_every_value():
-    """Even a report whose every value was replaced (read back from a tampered JSON file, or
-    a future field that forgot its check) renders inert."""
+def test_render_html_escapes_every_text():
+    """Even a report whose every text was replaced (a future field that forgot its check)
+    renders inert; a JSON report whose every value was replaced (a tampered file) is not
+    read at all, and the reason names a key, not the value."""
     st = status(("aa01", 1))
     st["devices"][0]["coverage_hourly"] = [
         {"hour": iso(h)[:13], "samples": 3000} for h in freshness.hour_windows(NOW, 24)]
     c = central({"aa01": 10})
     c.daily = {"aa01": {iso(NOW)[:10]: 5400}}
-    report = freshness.build_report([site(st=st)], {"S1": c}, NOW, TH)
-    report["central_error"] = "database down"
+    report = dataclasses.replace(freshness.build_report([site(st=st)], {"S1": c}, NOW, TH),
+                                 central_error="database down")
     for payload in (PAYLOAD, "</td></tr></table></div><script>x</script>", "javascript:x"):
-        text = assert_inert(freshness.render_html(_poison(report, payload)))
+        poisoned = _poison(report, payload)
+        assert poisoned.sites[0].devices[0].coverage_daily[0].day == payload
+        text = assert_inert(freshness.render_html(poisoned))
         assert payload in text
+        tampered = {**_poison_json(report.to_dict(), payload), "report_version": 2}
+        with pytest.raises(freshness.ReportError) as caught:
+            freshness.parse_report(tampered)
+        assert str(caught.value) == "generated_ts: expected an ISO 8601 time, got a string"
 
 
 def test_render_table_strips_control_characters():
@@ -401,12 +434,12 @@ def test_malformed_status_is_a_reason_not_a_crash(tmp_path: Path, case: str):
     sites = freshness.load_fleet(fleet_file(tmp_path, out))
     cen = {"S1": central({"aa01": 10}), "S2": central({"aa02": 10})}
     report = freshness.build_report(sites, cen, NOW, TH)
-    good, bad = report["sites"]
-    assert good["verdict"] == "ok" and good["reasons"] == []
-    assert bad["verdict"] != "ok"
-    assert bad["reasons"][0].startswith("malformed status"), bad["reasons"]
-    assert report["summary"]["sites"] == 2 and report["ok"] is False
-    json.loads(json.dumps(report, allow_nan=False))   # the JSON report stays strict JSON
+    good, bad = report.sites
+    assert good.verdict == "ok" and good.reasons == ()
+    assert bad.verdict != "ok"
+    assert bad.reasons[0].startswith("malformed status"), bad.reasons
+    assert report.summary.sites == 2 and report.ok is False
+    json.loads(json.dumps(report.to_dict(), allow_nan=False))   # the report stays strict JSON
     assert "malformed status" in assert_inert(freshness.render_html(report))
     assert "malformed status" in freshness.render_table(report)
 
@@ -416,8 +449,8 @@ def test_malformed_status_is_a_reason_not_a_crash(tmp_path: Path, case: str):
                                  "poll_interval_s": 1.0, "backlog_rows": PAYLOAD}])
 def test_judge_takes_a_malformed_status_given_directly(st: Any):
     e = freshness.judge(site(st=st), central({"aa01": 10}), NOW, TH)
-    assert e["verdict"] == "stale" and e["reasons"][0].startswith("malformed status")
-    assert e["backlog_rows"] == 3    # the heartbeat's
+    assert e.verdict == "stale" and e.reasons[0].startswith("malformed status")
+    assert e.backlog_rows == 3    # the heartbeat's
 
 
 def test_a_complete_status_of_hwpc_status_is_well_formed():
@@ -433,7 +466,7 @@ def test_a_complete_status_of_hwpc_status_is_well_formed():
                "disk_free_mb": -1})
     assert freshness.status_problem(st) is None
     e = freshness.judge(site(st=st), central({"aa01": 10}), NOW, TH)
-    assert e["verdict"] == "ok"
+    assert e.verdict == "ok"
 
 
 def _cli_fleet(tmp_path: Path) -> Path:
@@ -463,7 +496,7 @@ def test_freshness_command_reports_every_site_despite_a_hostile_status(
     def query_central(session: Any, keyspace: str, sites: list[SiteInput], now_ms: int,
                       **_: Any) -> dict[str, Central]:
         return {s.site_id: Central({d: now_ms - 5000 for d in s.devices},
-                                   {"ts": iso(now_ms - 5000)}, {}, {}) for s in sites}
+                                   Heartbeat(ts=iso(now_ms - 5000)), {}, {}) for s in sites}
 
     monkeypatch.setattr(freshness.queries, "query_central", query_central)
     out_dir = tmp_path / "reports"
@@ -474,13 +507,17 @@ def test_freshness_command_reports_every_site_despite_a_hostile_status(
     out = capsys.readouterr().out
     assert "3 sites: 1 ok, 0 lagging, 2 stale, 0 down" in out
     assert out.count("malformed status") == 2
-    report = json.loads((out_dir / "freshness-latest.json").read_text())
+    written = (out_dir / "freshness-latest.json").read_text()
+    report = json.loads(written)
     assert [s["verdict"] for s in report["sites"]] == ["ok", "stale", "stale"]
+    assert written == freshness.parse_report(report).to_json() + "\n"
+    assert written.startswith('{\n  "report_version": 2,\n  "generated_ts": ')
     assert_inert((out_dir / "freshness-latest.html").read_text())
     assert cli.main([*argv, "--no-fail"]) == 0
     capsys.readouterr()
     assert cli.main([*argv, "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["summary"]["stale"] == 2
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["summary"]["stale"] == 2 and printed["report_version"] == 2
     # The old name still works for a release, and says it is going.
     assert cli.main(["audit", *argv[1:], "--json"]) == 1
     captured = capsys.readouterr()

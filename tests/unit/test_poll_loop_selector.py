@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hw_picollector.collect import DevicePoller, PollLoop
+from hw_picollector.collect.device import DevicePoller
+from hw_picollector.collect.poll_loop import PollLoop
 from hw_picollector.devices.transport import READ
 
 

@@ -29,7 +29,13 @@ from prometheus_client import generate_latest
 from hw_picollector import cli, health, metrics
 from hw_picollector.config import load_config
 from hw_picollector_controller import freshness
-from hw_picollector_controller.freshness import Central, Thresholds, iso
+from hw_picollector_controller.freshness import (
+    Central,
+    FreshnessReport,
+    Heartbeat,
+    Thresholds,
+    iso,
+)
 from tests.unit import frozen_status
 from tests.unit.frozen_status import KWH, NOW, P1
 
@@ -187,6 +193,8 @@ PAYLOAD = '"><script>alert(1)</script>'
     (("devices", 0, "coverage_hourly", 2, "samples"), -1,
      "devices[0].coverage_hourly[2].samples: expected a whole number >= 0, got a number"),
     (("devices", 1, "age_s"), PAYLOAD, "devices[1].age_s: expected a number, got a string"),
+    pytest.param(("devices", 1, "age_s"), 10 ** 400,
+                 "devices[1].age_s: expected a number, got a number", id="age_s-beyond-float"),
     (("pid",), PAYLOAD, "pid: expected a whole number >= 0, got a string"),
     (("last_sync",), [PAYLOAD], "last_sync: expected an object, got an array"),
     (("now",), PAYLOAD, "now: expected an ISO 8601 time, got a string"),
@@ -219,9 +227,9 @@ def central(site_id: str) -> Central:
     hours = freshness.hour_windows(NOW, 3)
     return Central(
         latest=latest,
-        heartbeat=None if site_id.endswith("gone") else {
-            "ts": iso(NOW - 30_000), "uptime_s": 7000.0, "backlog_rows": 12,
-            "collector_active": True, "disk_free_mb": 800, "clock_synchronised": True},
+        heartbeat=None if site_id.endswith("gone") else Heartbeat(
+            ts=iso(NOW - 30_000), uptime_s=7000.0, backlog_rows=12,
+            collector_active=True, disk_free_mb=800, clock_synchronised=True),
         hourly={P1: {iso(h)[:13]: n for h, n in zip(hours, (0, 50, 30), strict=True)}},
         daily={P1: {iso(NOW)[:10]: 80}})
 
@@ -235,7 +243,7 @@ def fleet_file(tmp_path: Path, sites: list[dict[str, Any]]) -> Path:
     return path
 
 
-def audit(tmp_path: Path, sites: list[dict[str, Any]]) -> dict[str, Any]:
+def audit(tmp_path: Path, sites: list[dict[str, Any]]) -> FreshnessReport:
     found = freshness.load_fleet(fleet_file(tmp_path, sites))
     return freshness.build_report(found, {s.site_id: central(s.site_id) for s in found},
                                   NOW, TH, coverage_hours=3)
@@ -250,13 +258,12 @@ def test_a_rolling_deploy_is_judged_as_if_every_pi_had_the_new_status(tmp_path: 
     all_new = audit(tmp_path, [{"stdout": new}, {"stdout": new}])
     all_old = audit(tmp_path, [{"stdout": old}, {"stdout": old}])
     assert mixed == all_new == all_old
-    assert [s["verdict"] for s in mixed["sites"]] == ["lagging", "ok"]
-    assert mixed["sites"][0]["reasons"] == [f"{KWH}: fresh on the Pi, but nothing in Cassandra"]
-    for entry in mixed["sites"]:   # what each Pi said, not its heartbeat's values
-        assert (entry["backlog_rows"], entry["uptime_s"], entry["disk_free_mb"]) == (93, 7200.0,
-                                                                                     1234)
-        assert [d["device_state"] for d in entry["devices"]] == ["ok", "timeout"]
-        assert [c["local"] for c in entry["devices"][0]["coverage_hourly"]] == [None, 56, 34]
+    assert [s.verdict for s in mixed.sites] == ["lagging", "ok"]
+    assert mixed.sites[0].reasons == (f"{KWH}: fresh on the Pi, but nothing in Cassandra",)
+    for entry in mixed.sites:   # what each Pi said, not its heartbeat's values
+        assert (entry.backlog_rows, entry.uptime_s, entry.disk_free_mb) == (93, 7200.0, 1234)
+        assert [d.device_state for d in entry.devices] == ["ok", "timeout"]
+        assert [c.local for c in entry.devices[0].coverage_hourly] == [None, 56, 34]
 
 
 @pytest.mark.parametrize("version", [3, 99, "2", None])
@@ -264,30 +271,36 @@ def test_an_unknown_status_version_is_a_named_malformed_status(tmp_path: Path,
                                                                 version: Any) -> None:
     report = audit(tmp_path, [{"stdout": as_version(v1_text(), version)},
                               {"stdout": as_version(v1_text(), 2)}])
-    bad, good = report["sites"]
-    assert good["verdict"] == "ok"
-    assert bad["verdict"] == "stale"
-    assert bad["reasons"][0].startswith("malformed status: status_version"), bad["reasons"]
+    bad, good = report.sites
+    assert good.verdict == "ok"
+    assert bad.verdict == "stale"
+    assert bad.reasons[0].startswith("malformed status: status_version"), bad.reasons
     if version in (3, 99):
-        assert bad["reasons"][0] == (f"malformed status: status_version {version}: newer than "
+        assert bad.reasons[0] == (f"malformed status: status_version {version}: newer than "
                                      "this hwpc reads (1 to 2); update hwpc where the status "
                                      "is read")
-    assert bad["backlog_rows"] == 12, "what the Pi said is dropped; its heartbeat stands in"
+    assert bad.backlog_rows == 12, "what the Pi said is dropped; its heartbeat stands in"
     assert "malformed status: status_version" in freshness.render_table(report)
 
 
-def test_freshness_table_snapshot(tmp_path: Path) -> None:
-    """A fleet with every kind of site: the old status, the new one, a newer format, a value
-    of the wrong kind, a failed `hwpc status`, no JSON, and two hosts that do not answer."""
+def every_kind_of_site(tmp_path: Path) -> FreshnessReport:
+    """The report of a fleet with every kind of site: the old status, the new one, a newer
+    format, a value of the wrong kind, a failed `hwpc status`, no JSON, and two hosts that do
+    not answer (one with a heartbeat, one without). Also the fleet of the report's snapshots
+    (test_freshness_report.py)."""
     old, new = v1_text(), as_version(v1_text(), 2)
     wrong = json.loads(new)
     wrong["backlog_rows"] = "93"
-    report = audit(tmp_path, [
+    return audit(tmp_path, [
         {"stdout": old}, {"stdout": new}, {"stdout": as_version(old, 99)},
         {"stdout": json.dumps(wrong)},
         {"rc": 1, "stdout": "", "stderr": "hwpc: config error: /etc/hw-picollector/config.yml"},
         {"stdout": "Traceback (most recent call last):"},
         {"reachable": False}, {"reachable": False, "site_id": "S8-gone"}])
-    assert [s["verdict"] for s in report["sites"]] == [
+
+
+def test_freshness_table_snapshot(tmp_path: Path) -> None:
+    report = every_kind_of_site(tmp_path)
+    assert [s.verdict for s in report.sites] == [
         "lagging", "ok", "stale", "stale", "stale", "stale", "ok", "down"]
     assert_snapshot("freshness-table.txt", freshness.render_table(report) + "\n")

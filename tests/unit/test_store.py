@@ -135,13 +135,13 @@ def test_failed_write_leaves_no_torn_row_and_keeps_rows(tmp_path: Path,
         real_write(fd, bytes(data)[:7])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "write", half_then_enospc)
+    monkeypatch.setattr(store.writer.os, "write", half_then_enospc)
     s.append("eeeeeeeeeeee", 2000, {"power_w": 2.0})
     assert s.flush() == 0
     assert s.write_error and "No space left" in s.write_error
     assert path.read_bytes() == before  # cut back: no torn row
     assert s.pending_rows() == 1
-    monkeypatch.setattr(store.os, "write", real_write)
+    monkeypatch.setattr(store.writer.os, "write", real_write)
     assert s.flush() == 1
     assert s.write_error is None
     assert [r["power_w"] for r in read(path)] == ["1", "2"]
@@ -174,7 +174,7 @@ def test_read_rows_stops_at_incomplete_line(tmp_path: Path) -> None:
 def test_row_encoding_is_exactly_the_csv_modules(values: dict[str, float | str]) -> None:
     """The fast path writes numbers and plain text itself: byte for byte what csv.writer does."""
     s = store.Store(Path("/nonexistent"), cols)
-    dev = store._Device("aaaaaaaaaaaa", COLS)
+    dev = store.writer._Device("aaaaaaaaaaaa", COLS)
     extra = {"foo": 1.5} if "other_w" in values else {}
     line = s._encode(dev, 1_764_146_603_123, values, extra)
     row = [store.format_ts(1_764_146_603_123)]

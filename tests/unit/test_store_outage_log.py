@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hw_picollector.collect import Collector
+from hw_picollector.collect.collector import Collector
 from hw_picollector.config import Config
 
 
@@ -42,8 +42,9 @@ def test_one_error_line_per_outage_not_per_changed_reason(
 
     monkeypatch.setattr(collector.store, "flush", flush)
     published: list[object] = []
-    monkeypatch.setattr("hw_picollector.collect.write_state",
-                        lambda _path, state: published.append(state["write_error"]))
+    # where the collector looks the name up (the package re-exports it too)
+    monkeypatch.setattr("hw_picollector.collect.collector.write_state",
+                        lambda _path, state: published.append(state.write_error))
     with caplog.at_level(logging.INFO, logger="hw_picollector.collect"):
         for _ in range(8):
             collector._flush()

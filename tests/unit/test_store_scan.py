@@ -30,7 +30,7 @@ def reference(path: Path, start: int = 0, end: int | None = None
         data = fh.read() if end is None else fh.read(max(0, end - offset))
     rows = []
     for line in data.splitlines(keepends=True):
-        if not store._valid_line(line, width):
+        if not store.valid_line(line, width):
             break
         offset += len(line)
         fields = next(csv.reader([line.decode()]))

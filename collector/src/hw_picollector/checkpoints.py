@@ -81,7 +81,7 @@ def validated(csv_path: Path, cp: Checkpoint) -> Checkpoint:
         return Checkpoint()
     if cp.quarantined is not None:
         return cp if hashlib.sha256(last_line).hexdigest() == cp.quarantined else Checkpoint()
-    if cp.last_ts and not last_line.startswith(cp.last_ts.encode()):
+    if cp.last_ts and not store.stamped(last_line, cp.last_ts):
         return Checkpoint()
     return cp
 

@@ -17,6 +17,9 @@ a mix. On any error the temporary file is removed and the error raised again.
 ``mode``, when given, is set on the file whatever the umask; without it the file gets what
 ``open()`` would give a new file (``create_mode``, 0o666 by default, less the umask).
 
+Also `disk_free_mb`: the room left on a file system, which the collector's state file and
+`hwpc status` both report.
+
 Standard library only: the runtime, the controller and the simulator all use it.
 """
 
@@ -81,3 +84,13 @@ def replace_atomically(path: Path, data: bytes | str, *, durable: bool, mode: in
     payload = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_writer(path, durable=durable, mode=mode, create_mode=create_mode) as fh:
         fh.write(payload)
+
+
+def disk_free_mb(path: Path) -> int:
+    """The space an unprivileged process may still use on ``path``'s file system, in MiB;
+    -1 when it cannot be known."""
+    try:
+        st = os.statvfs(path)  # what shutil.disk_usage calls "free", without importing shutil
+        return st.f_bavail * st.f_frsize // (1 << 20)
+    except OSError:
+        return -1

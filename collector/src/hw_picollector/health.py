@@ -6,8 +6,8 @@ document `hwpc status --json` prints); `render` is the text for a terminal.
 
 from __future__ import annotations
 
-import gzip
 import json
+import logging
 import os
 import socket
 import time
@@ -19,8 +19,15 @@ from typing import Any
 from hw_picollector import __version__, clock, quarantine, store
 from hw_picollector.catalog import DeviceState
 from hw_picollector.checkpoints import backlog, read_last_sync
-from hw_picollector.collect import STATE_FILE, disk_free_mb
 from hw_picollector.config import Config
+from hw_picollector.files import disk_free_mb
+from hw_picollector.state_document import (
+    STATE_FILE,
+    CollectorState,
+    DeviceSnapshot,
+    StateError,
+    parse_state,
+)
 from hw_picollector.status_document import (
     DamagedFile,
     DeviceStatus,
@@ -28,6 +35,8 @@ from hw_picollector.status_document import (
     StatusDocument,
     parse_status,
 )
+
+log = logging.getLogger(__name__)
 
 STALE_STATE_S = 60.0
 
@@ -42,29 +51,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _count(info: dict[str, Any], key: str) -> int:
-    """A counter from the collector's state file (0 when absent or not a count)."""
-    value = info.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _damaged_files(info: dict[str, Any]) -> tuple[DamagedFile, ...]:
-    files = info.get("damaged_files")
-    if not isinstance(files, list):
-        return ()
-    return tuple(DamagedFile(file=_text(f.get("file")), first_offset=_whole(f.get("first_offset")),
-                             lines=_whole(f.get("lines"))) for f in files if isinstance(f, dict))
-
-
-def _text(value: Any) -> str | None:
-    """A string from the collector's state file, or None."""
-    return value if isinstance(value, str) else None
-
-
-def _whole(value: Any) -> int | None:
-    """A count from the collector's state file (a whole number >= 0), or None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+def read_state(path: Path) -> CollectorState:
+    """The collector's state file (state_document.py, version 1 or 2). No state, as when the
+    collector is not running, if there is no file or it cannot be read: it is a snapshot
+    without fsync, which a power cut may leave empty or torn. One that reads but is not a
+    state this hwpc knows (a newer version, a key of the wrong kind) counts as none too,
+    with a warning naming the key."""
+    try:
+        return parse_state(json.loads(path.read_text(encoding="utf-8")))
+    except StateError as exc:
+        log.warning("%s: %s; read as no state (the collector not running)", path, exc)
+    except (OSError, ValueError):
+        pass
+    return CollectorState()
 
 
 def _age_s(ts: str | None, now_ms: int) -> float | None:
@@ -76,55 +75,30 @@ HOUR_MS = 3_600_000
 
 def hourly_counts(data_dir: Path, serial: str, start_ms: int, end_ms: int) -> Counter[str]:
     """Samples per UTC hour (``YYYY-MM-DDTHH``) in [start_ms, end_ms), from the day files
-    (plain or compressed by retention) that overlap the window."""
-    counts: Counter[str] = Counter()
-    first, last = store.format_ts(start_ms), store.format_ts(end_ms)
-    folder = store.device_dir(data_dir, serial)
-    day = start_ms - start_ms % 86_400_000
-    while day < end_ms:
-        name = store.day_of(day)
-        for path, opener in ((folder / f"{name}.csv", open),
-                             (folder / f"{name}.csv.gz", gzip.open)):
-            if not path.exists():
-                continue
-            try:
-                with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-                    next(fh, None)  # header
-                    for line in fh:
-                        ts = line[:24]
-                        if first <= ts < last and line.endswith("\n"):
-                            counts[ts[:13]] += 1
-            except (OSError, EOFError):
-                continue
-            break
-        day += 86_400_000
-    return counts
+    (plain or compressed by retention) that overlap the window: the store counts them."""
+    return store.count_per_hour(data_dir, serial, start_ms, end_ms)
 
 
 def status_document(config: Config, coverage_hours: int = 0) -> StatusDocument:
     """This Pi's status now: the config, the collector's state file, the store, the last sync.
     With ``coverage_hours``, samples per hour over the last N hours, per device."""
     now_ms = time.time_ns() // 1_000_000
-    state: dict[str, Any] = {}
-    state_path = config.data_dir / STATE_FILE
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = {}
-    updated_age = _age_s(state.get("updated"), now_ms)
-    running = bool(state.get("pid")) and _pid_alive(int(state["pid"])) and \
+    state = read_state(config.data_dir / STATE_FILE)
+    updated_age = _age_s(state.updated, now_ms)
+    pid = state.pid or 0
+    running = bool(pid) and _pid_alive(pid) and \
         updated_age is not None and updated_age < max(STALE_STATE_S, 3 * config.flush_interval_s)
     synced, how = clock.clock_state(config.clock_sync, config.clock_marker)
     free_mb = disk_free_mb(config.data_dir)
     devices = []
-    live = state.get("devices", {})
     for dev in config.devices:
         files = store.day_files(config.data_dir, dev.serial)
         last = store.last_row(files[-1]) if files else None
         if last is None and len(files) > 1:
             last = store.last_row(files[-2])
         last_ts = store.format_ts(last[0]) if last else None
-        info = live.get(dev.serial, {})
+        # a device the collector does not poll (yet): as configured, nothing counted
+        info = state.device(dev.serial) or DeviceSnapshot(dev.serial, address=dev.address)
         coverage = None
         if coverage_hours > 0:
             end = now_ms - now_ms % HOUR_MS + HOUR_MS
@@ -133,30 +107,30 @@ def status_document(config: Config, coverage_hours: int = 0) -> StatusDocument:
             coverage = tuple(HourCount(hour=store.format_ts(h)[:13], samples=counts.get(
                 store.format_ts(h)[:13], 0)) for h in range(end - coverage_hours * HOUR_MS,
                                                             end, HOUR_MS))
-        dev_state = info.get("state", DeviceState.NOT_RUNNING) if running else None
         devices.append(DeviceStatus(
             serial=dev.serial,
             product_type=dev.product_type,
             role=dev.role,
             api=dev.api,
-            address=_text(info.get("address", dev.address)),
+            address=info.address,
             last_ts=last_ts,
             age_s=_age_s(last_ts, now_ms),
-            state=dev_state if isinstance(dev_state, str) else DeviceState.NOT_RUNNING,
-            last_error=_text(info.get("last_error")),
-            last_error_ts=_text(info.get("last_error_ts")),
-            samples_since_start=_count(info, "samples"),
+            state=info.state if running and info.state is not None else DeviceState.NOT_RUNNING,
+            last_error=info.last_error,
+            last_error_ts=info.last_error_ts,
+            samples_since_start=info.samples,
             # since the collector started: extra fields over the caps, samples dropped while
             # the store could not be written; damaged lines found at its start
-            extras_dropped=_count(info, "extras_dropped"),
-            samples_dropped=_count(info, "samples_dropped"),
-            damaged_lines=_count(info, "damaged_lines"),
-            damaged_files=_damaged_files(info),
+            extras_dropped=info.extras_dropped,
+            samples_dropped=info.samples_dropped,
+            damaged_lines=info.damaged_lines,
+            damaged_files=tuple(DamagedFile(file=f.file, first_offset=f.first_offset,
+                                            lines=f.lines) for f in info.damaged_files),
             coverage_hourly=coverage,
         ))
     rows, size = backlog(config.data_dir)
     last_sync = read_last_sync(config.data_dir)
-    started = _text(state.get("started")) if running else None
+    started = state.started if running else None
     return StatusDocument(
         site_id=config.site_id,
         host=config.host or socket.gethostname(),
@@ -164,15 +138,15 @@ def status_document(config: Config, coverage_hours: int = 0) -> StatusDocument:
         now=store.format_ts(now_ms),
         poll_interval_s=config.poll_interval_s,
         service_active=running,
-        pid=int(state["pid"]) if running else None,
+        pid=pid if running else None,
         started=started,
         uptime_s=_age_s(started, now_ms),
         clock_synchronised=synced,
         clock=how,
         disk_free_mb=free_mb,
         disk_low=0 <= free_mb < config.disk_min_free_mb,
-        write_error=_text(state.get("write_error")) if running else None,
-        pending_rows=_count(state, "pending_rows") if running else 0,
+        write_error=state.write_error if running else None,
+        pending_rows=state.pending_rows if running else 0,
         devices=tuple(devices),
         # totals over the devices (the sync's heartbeat reads these)
         extras_dropped=sum(d.extras_dropped or 0 for d in devices),

@@ -57,7 +57,7 @@ def count(data_dir: Path) -> int:
 
 def _record(serial: str, day: str, offset: int, line: bytes, reason: str) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "serial": serial, "day": day, "file": f"{store.MEASUREMENTS}/{serial}/{day}.csv",
+        "serial": serial, "day": day, "file": store.day_path(Path(), serial, day).as_posix(),
         "offset": offset, "end": offset + len(line), "reason": reason,
         "sha256": digest(line), "quarantined": store.format_ts(time.time_ns() // 1_000_000)}
     try:

@@ -158,7 +158,12 @@ def parse_iso(text: str | None) -> int | None:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (``10**400``): no number we keep
+        return False
 
 
 def _whole(value: Any) -> bool:

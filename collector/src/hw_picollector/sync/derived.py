@@ -96,16 +96,15 @@ class DerivedTables:
             for path in reversed(store.day_files(data_dir, serial)):
                 cp = checkpoints.read(data_dir, serial, path.stem)
                 if cp.last_ts and cp.offset:
-                    newest = store.row_ending_at(path, cp.offset, cp.last_ts)
+                    newest = store.row_at(path, cp.offset, cp.last_ts)
                     break
             if newest is None:
                 continue
-            header, fields = newest
+            ts_ms, header, fields = newest
             index = {name: i for i, name in enumerate(header)}
             readings = {c: float(fields[index[c]]) for c in header[1:-1]
                         if c not in TEXT_COLUMNS and fields[index[c]] != ""}
             readings.update(self._extra(fields, tuple(header), index))
-            ts_ms = store.parse_ts(fields[0])
             try:
                 dev = self.config.device(serial)
                 product_type, role = dev.product_type, dev.role
@@ -113,8 +112,8 @@ class DerivedTables:
                 product_type, role = "", ""
             params = (self.config.site_id, serial, product_type, role, ts_ms,
                       readings.get("power_w", self.unset), readings, self.host, ts_ms * 1000)
-            # retried with backoff like every other write
-            self.window.send(self._device_latest.bind(params), _nothing)
+            # retried with backoff like every other write; nothing to do once acknowledged
+            self.window.send(self._device_latest.bind(params), lambda: None)
         self.window.drain()
 
     def write_site_power(self) -> None:
@@ -141,7 +140,7 @@ class DerivedTables:
 
     def _frontier(self, serial: str, day: str, days: list[str], now: float) -> int:
         """Seconds into `day` up to which this device's synced rows are final."""
-        path = store.device_dir(self.config.data_dir, serial) / f"{day}.csv"
+        path = store.day_path(self.config.data_dir, serial, day)
         later = any(p.stem > day for p in store.day_files(self.config.data_dir, serial))
         final = later or day_closed(day, now)
         if not path.exists():
@@ -160,7 +159,7 @@ class DerivedTables:
         if kept is not None and kept[0] == cp.offset:  # read in this run up to the checkpoint
             return kept[1]
         series = array("d", [math.nan]) * DAY_S
-        path = store.device_dir(self.config.data_dir, serial) / f"{day}.csv"
+        path = store.day_path(self.config.data_dir, serial, day)
         if not path.exists():
             return series
         header = store.read_header(path)
@@ -251,10 +250,6 @@ def _balanced(series: dict[str, array[float]], grid: list[str], prod: list[str],
             p = 0.0
         c = g + p if g is not None and p is not None else None
         yield second, g, p + 0.0 if p is not None else None, c
-
-
-def _nothing() -> None:
-    pass
 
 
 def _pass_over(_offset: int, _line: bytes, _reason: str) -> bool:

@@ -72,9 +72,5 @@ class Heartbeat:
             report["clock_synchronised"], self.stats.rows, error]
         if self._heartbeat_counts:
             values += [int(report.get(name) or 0) for name in HEARTBEAT_COUNTS]
-        window.send(self._heartbeat.bind(values), _nothing)
+        window.send(self._heartbeat.bind(values), lambda: None)  # nothing to do once acked
         window.drain()
-
-
-def _nothing() -> None:
-    pass

@@ -1,14 +1,12 @@
 """`hwpc freshness` (the deprecated alias: `hwpc audit`), end to end: read the fleet file, ask
 Cassandra, judge every site, write ``freshness-latest.json`` and ``freshness-latest.html``,
-print the table (or the JSON report). The CLI (cli.py) calls `run`; the freshness role runs
-that command on the controller."""
+print the table (or the JSON report: `FreshnessReport.to_json`, report.py). The CLI
+(cli.py) calls `run`; the freshness role runs that command on the controller."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 from hw_picollector import files
 from hw_picollector_controller.freshness import queries
@@ -16,6 +14,7 @@ from hw_picollector_controller.freshness.fleet import load_fleet
 from hw_picollector_controller.freshness.judge import build_report
 from hw_picollector_controller.freshness.model import Central, Thresholds
 from hw_picollector_controller.freshness.render import render_html, render_table
+from hw_picollector_controller.freshness.report import FreshnessReport
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -24,9 +23,9 @@ def write_atomic(path: Path, text: str) -> None:
     files.replace_atomically(path, text, durable=False)
 
 
-def write_reports(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def write_reports(report: FreshnessReport, out_dir: Path) -> tuple[Path, Path]:
     json_path, html_path = out_dir / "freshness-latest.json", out_dir / "freshness-latest.html"
-    write_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    write_atomic(json_path, report.to_json() + "\n")
     write_atomic(html_path, render_html(report))
     return json_path, html_path
 
@@ -59,9 +58,9 @@ def run(config_path: str, fleet_path: Path, out_dir: Path, th: Thresholds, *,
                           central_error=central_error)
     json_path, html_path = write_reports(report, out_dir)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(report.to_json())
     else:
         print(render_table(report))
         print(f"report: {json_path.resolve()}\nhtml:   {html_path.resolve()}")
-    return 0 if report["ok"] or not fail else 1
+    return 0 if report.ok or not fail else 1
 

@@ -1,6 +1,7 @@
 """The audit's vocabulary, shared by its other modules: the thresholds, what is known about a
-site before it is judged (`SiteInput` from the Pi, `Central` from Cassandra), and the time
-helpers (ISO timestamps, UTC hour windows). Data and pure functions only."""
+site before it is judged (`SiteInput` from the Pi, `Central` and its `Heartbeat` from
+Cassandra), and the time helpers (ISO timestamps, UTC hour windows). Data and pure functions
+only. (What comes out of the audit, the report, is report.py's.)"""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from hw_picollector import store
 from hw_picollector.catalog import Verdict
 from hw_picollector.status_document import StatusDocument, parse_iso
 
-__all__ = ["DAY_MS", "HOUR_MS", "VERDICTS", "Central", "SiteInput", "Thresholds", "finite",
-           "hour_windows", "iso", "parse_iso"]
+__all__ = ["DAY_MS", "HOUR_MS", "VERDICTS", "Central", "Heartbeat", "SiteInput", "Thresholds",
+           "finite", "hour_windows", "iso", "parse_iso"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -39,11 +40,27 @@ class SiteInput:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """A host's newest row of ``heartbeats`` (its sync writes one a run). None: null there."""
+    ts: str                                   # ISO 8601
+    site_id: str | None = None
+    version: str | None = None
+    uptime_s: float | None = None
+    collector_active: bool | None = None
+    backlog_rows: int | None = None
+    backlog_bytes: int | None = None
+    disk_free_mb: float | None = None
+    clock_synchronised: bool | None = None
+    rows_synced: int | None = None
+    last_error: str | None = None
+
+
 @dataclass
 class Central:
     """What Cassandra knows about one site (empty when the database did not answer)."""
     latest: dict[str, int]                    # serial -> newest ts (ms)
-    heartbeat: dict[str, Any] | None          # newest heartbeat row of the host
+    heartbeat: Heartbeat | None               # newest heartbeat row of the host
     hourly: dict[str, dict[str, int]]         # serial -> {YYYY-MM-DDTHH: samples}
     daily: dict[str, dict[str, int]]          # serial -> {YYYY-MM-DD: samples}
 
@@ -53,8 +70,13 @@ def iso(ts_ms: int | None) -> str | None:
 
 
 def finite(value: Any) -> bool:
-    """A real number (not a boolean, NaN or infinity)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A real number (not a boolean, NaN or infinity, nor an integer beyond any float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def hour_windows(now_ms: int, hours: int) -> list[int]:

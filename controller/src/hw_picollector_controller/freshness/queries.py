@@ -9,13 +9,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from hw_picollector import store
 from hw_picollector_controller.freshness.model import (
     DAY_MS,
     HOUR_MS,
     Central,
+    Heartbeat,
     SiteInput,
     hour_windows,
-    iso,
 )
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,13 @@ def query_central(session: Any, keyspace: str, sites: list[SiteInput], now_ms: i
             if failed(rows) or not rows:
                 continue
             r = rows[0]
-            central[site.site_id].heartbeat = {
-                "ts": iso(int(r.ts.replace(tzinfo=UTC).timestamp() * 1000)),
-                "site_id": r.site_id, "version": r.version, "uptime_s": r.uptime_s,
-                "collector_active": r.collector_active, "backlog_rows": r.backlog_rows,
-                "backlog_bytes": r.backlog_bytes, "disk_free_mb": r.disk_free_mb,
-                "clock_synchronised": r.clock_synchronised, "rows_synced": r.rows_synced,
-                "last_error": r.last_error}
+            central[site.site_id].heartbeat = Heartbeat(
+                ts=store.format_ts(int(r.ts.replace(tzinfo=UTC).timestamp() * 1000)),
+                site_id=r.site_id, version=r.version, uptime_s=r.uptime_s,
+                collector_active=r.collector_active, backlog_rows=r.backlog_rows,
+                backlog_bytes=r.backlog_bytes, disk_free_mb=r.disk_free_mb,
+                clock_synchronised=r.clock_synchronised, rows_synced=r.rows_synced,
+                last_error=r.last_error)
             break
 
     if coverage_hours <= 0:
@@ -96,9 +97,9 @@ def query_central(session: Any, keyspace: str, sites: list[SiteInput], now_ms: i
         n = int(rows[0][0]) if rows else 0
         c = central[site_id]
         if kind == "hour":
-            c.hourly.setdefault(serial, {})[iso(start)[:13]] = n  # type: ignore[index]
+            c.hourly.setdefault(serial, {})[store.format_ts(start)[:13]] = n
         else:
-            c.daily.setdefault(serial, {})[iso(start)[:10]] = n  # type: ignore[index]
+            c.daily.setdefault(serial, {})[store.format_ts(start)[:10]] = n
     return central
 
 
