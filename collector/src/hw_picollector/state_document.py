@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from hw_picollector import store
+from hw_picollector.documents import format_version, json_kind
 
 __all__ = [
     "STATE_FILE",
@@ -123,21 +124,7 @@ class CollectorState:
 
 # -- the keys -------------------------------------------------------------------------------
 
-def _kind(value: Any) -> str:
-    """A JSON value's kind, for messages (which never show the value)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+_kind = json_kind
 
 
 def _count(value: Any) -> bool:
@@ -212,20 +199,10 @@ _STATE = (
 
 def state_version(obj: Any) -> int:
     """The format version of a state (1 when it has no ``state_version``)."""
-    if not isinstance(obj, dict):
-        raise StateError(f"the state: expected an object, got {_kind(obj)}")
-    if VERSION_KEY not in obj:
-        return 1
-    version = obj[VERSION_KEY]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise StateError(f"{VERSION_KEY}: expected a whole number from 1 to {STATE_VERSION}, "
-                         f"got {_kind(version)}")
-    if version > STATE_VERSION:
-        said = f" {version}" if version < 1_000_000 else ""
-        raise StateError(f"{VERSION_KEY}{said}: newer than this hwpc reads (1 to "
-                         f"{STATE_VERSION}): the collector that wrote it is a newer release "
-                         "(after a downgrade, restart hw-picollector.service)")
-    return version
+    return format_version(obj, document="state", key=VERSION_KEY, newest=STATE_VERSION,
+                          newer=(": the collector that wrote it is a newer release "
+                                 "(after a downgrade, restart hw-picollector.service)"),
+                          error=StateError)
 
 
 def parse_state(obj: Any) -> CollectorState:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hw_picollector import store
+from hw_picollector.documents import format_version, json_kind
 
 __all__ = [
     "STATUS_VERSION",
@@ -127,21 +128,7 @@ class StatusDocument:
 
 # -- the keys -------------------------------------------------------------------------------
 
-def _kind(value: Any) -> str:
-    """A JSON value's kind, for messages (which never show the value)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+_kind = json_kind
 
 
 def parse_iso(text: str | None) -> int | None:
@@ -272,19 +259,8 @@ _STATUS = (
 
 def status_version(obj: Any) -> int:
     """The format version of a status (1 when it has no ``status_version``)."""
-    if not isinstance(obj, dict):
-        raise StatusError(f"the status: expected an object, got {_kind(obj)}")
-    if VERSION_KEY not in obj:
-        return 1
-    version = obj[VERSION_KEY]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise StatusError(f"{VERSION_KEY}: expected a whole number from 1 to "
-                          f"{STATUS_VERSION}, got {_kind(version)}")
-    if version > STATUS_VERSION:
-        said = f" {version}" if version < 1_000_000 else ""
-        raise StatusError(f"{VERSION_KEY}{said}: newer than this hwpc reads (1 to "
-                          f"{STATUS_VERSION}); update hwpc where the status is read")
-    return version
+    return format_version(obj, document="status", key=VERSION_KEY, newest=STATUS_VERSION,
+                          newer="; update hwpc where the status is read", error=StatusError)
 
 
 def parse_status(obj: Any) -> StatusDocument:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hw_picollector.catalog import VERDICT_NAMES, Verdict
+from hw_picollector.documents import format_version, json_kind
 from hw_picollector.status_document import parse_iso
 from hw_picollector_controller.freshness.model import Thresholds, finite
 
@@ -191,38 +192,13 @@ class FreshnessReport:
 
 # -- reading --------------------------------------------------------------------------------
 
-def _kind(value: Any) -> str:
-    """A JSON value's kind, for messages (which never show the value)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number" if finite(value) else "a non-finite number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+_kind = json_kind
 
 
 def report_version(obj: Any) -> int:
     """The format version of a report (1 when it has no ``report_version``)."""
-    if not isinstance(obj, dict):
-        raise ReportError(f"the report: expected an object, got {_kind(obj)}")
-    if VERSION_KEY not in obj:
-        return 1
-    version = obj[VERSION_KEY]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ReportError(f"{VERSION_KEY}: expected a whole number from 1 to "
-                          f"{REPORT_VERSION}, got {_kind(version)}")
-    if version > REPORT_VERSION:
-        said = f" {version}" if version < 1_000_000 else ""
-        raise ReportError(f"{VERSION_KEY}{said}: newer than this hwpc reads (1 to "
-                          f"{REPORT_VERSION}); update hwpc where the report is read")
-    return version
+    return format_version(obj, document="report", key=VERSION_KEY, newest=REPORT_VERSION,
+                          newer="; update hwpc where the report is read", error=ReportError)
 
 
 def parse_report(obj: Any) -> FreshnessReport:
